@@ -1,0 +1,5 @@
+import sys
+
+from stn.cli import main
+
+sys.exit(main())

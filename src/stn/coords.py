@@ -1,0 +1,76 @@
+"""The library's one coordinate convention.
+
+Every grid, θ and box in ``stn`` uses the convention of
+``torch.nn.functional.grid_sample(..., align_corners=False)``:
+
+* coordinates are normalised to ``[-1, 1]`` along each axis, where ``-1`` is the **outer edge** of the first
+  pixel and ``+1`` the outer edge of the last one, so pixel ``i`` of an axis with ``n`` pixels has its centre at
+  ``(2 * i + 1) / n - 1``;
+* a grid's last dimension is ``(x, y)`` (3-D: ``(x, y, z)``), i.e. (column, row[, depth]) — the reverse of the
+  tensor's dimension order;
+* a transformation θ maps **target (output) coordinates to source (input) coordinates** (the paper's eq. 1):
+  the output pixel at ``(x_t, y_t)`` reads the input at ``T_θ(x_t, y_t)``.
+
+Because the normalisation is per axis, a rotation by θ on a non-square image is a rotation in normalised
+coordinates, not in pixels; convert with :func:`pixel_to_normalized` when metric accuracy matters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["base_grid", "check_size", "normalized_to_pixel", "pixel_to_normalized"]
+
+
+def check_size(size: int | Sequence[int], ndim: int, what: str = "out_size") -> tuple[int, ...]:
+    """Validate a spatial size: ``ndim`` positive ints ``(H, W)`` (3-D: ``(D, H, W)``); an int means a cube."""
+    if isinstance(size, int) and not isinstance(size, bool):
+        size = (size,) * ndim
+    try:
+        dims = tuple(int(s) for s in size)
+    except TypeError:
+        raise TypeError(f"{what} must be a sequence of {ndim} ints, got {size!r}") from None
+    if len(dims) != ndim or any(d <= 0 for d in dims) or any(d != s for d, s in zip(dims, size)):
+        expected = "(H, W)" if ndim == 2 else "(D, H, W)"
+        raise ValueError(f"{what} must be {ndim} positive ints {expected}, got {tuple(size)!r}")
+    return dims
+
+
+def _axis(n: int, device: torch.device | None, dtype: torch.dtype) -> Tensor:
+    return (torch.arange(n, device=device, dtype=dtype) * 2 + 1) / n - 1
+
+
+def base_grid(
+    out_size: Sequence[int], device: torch.device | str | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
+    """The regular target grid G of pixel centres, in normalised coordinates.
+
+    Args:
+        out_size: ``(H, W)`` or ``(D, H, W)``.
+
+    Returns:
+        ``(H, W, 2)`` with ``[..., 0] = x`` and ``[..., 1] = y`` (3-D: ``(D, H, W, 3)`` with ``(x, y, z)``).
+
+    Example:
+        >>> base_grid((1, 2))[0]
+        tensor([[-0.5000,  0.0000],
+                [ 0.5000,  0.0000]])
+    """
+    dims = check_size(out_size, len(out_size))
+    dtype = dtype or torch.get_default_dtype()
+    axes = [_axis(n, device, dtype) for n in dims]
+    mesh = torch.meshgrid(*axes, indexing="ij")  # (z,) y, x order
+    return torch.stack(mesh[::-1], dim=-1)
+
+
+def pixel_to_normalized(p: Tensor | float, size: int) -> Tensor | float:
+    """Pixel index (centre of pixel 0 is 0.0) along an axis of ``size`` pixels -> normalised coordinate."""
+    return (2 * p + 1) / size - 1
+
+
+def normalized_to_pixel(c: Tensor | float, size: int) -> Tensor | float:
+    """Normalised coordinate -> pixel index (the inverse of :func:`pixel_to_normalized`)."""
+    return ((c + 1) * size - 1) / 2

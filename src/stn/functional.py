@@ -1,0 +1,152 @@
+"""The functional layer: grid generator (:func:`sampling_grid`) and sampler (:func:`sample`), and
+:func:`warp`, which is the two in sequence.
+
+Conventions are those of :mod:`stn.coords`: normalised ``[-1, 1]`` coordinates with pixel centres as in
+``grid_sample(align_corners=False)``, grids ending in ``(x, y)``, and θ mapping target to source coordinates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from stn.coords import check_size
+from stn.transforms import Transform, resolve
+
+__all__ = ["sample", "sampling_grid", "warp"]
+
+_MODES = ("bilinear", "nearest", "bicubic")
+_PADDING_MODES = ("zeros", "border", "reflection")
+Fill = float | Sequence[float] | Tensor
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Half-precision grids cannot address pixels of large images (bfloat16 has 8 bits of mantissa), so grids,
+    # TPS and projective maths, and the sampling itself run in at least float32.
+    return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _check_input(x: Tensor, ndim: int) -> None:
+    if not isinstance(x, Tensor):
+        raise TypeError(f"input must be a torch.Tensor, got {type(x).__name__}")
+    layout = "(B, C, H, W)" if ndim == 2 else "(B, C, D, H, W)"
+    if x.dim() != ndim + 2:
+        raise ValueError(f"input must be {ndim + 2}-D {layout}, got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
+
+
+def sampling_grid(theta: Tensor, transform: str | Transform, out_size: int | Sequence[int]) -> Tensor:
+    """The grid generator: source coordinates T_θ(G) of every output pixel centre.
+
+    Args:
+        theta: ``(B, P)`` parameters of ``transform``.
+        transform: a family name (see :func:`stn.transforms.names`) or a :class:`~stn.transforms.Transform`.
+        out_size: ``(H, W)`` (3-D ``(D, H, W)``).
+
+    Returns:
+        ``(B, H, W, 2)`` with ``(x, y)`` in the last dimension (3-D ``(B, D, H, W, 3)``), θ's dtype.
+
+    Example:
+        >>> theta = torch.tensor([[0.5, 0.0, 0.0, 0.0, 0.5, 0.0]])  # zoom in 2x on the centre
+        >>> sampling_grid(theta, "affine", (2, 2))[0, 0]
+        tensor([[-0.2500, -0.2500],
+                [ 0.2500, -0.2500]])
+    """
+    t = resolve(transform)
+    size = check_size(out_size, t.ndim)
+    return t.grid(t.check_theta(theta), size)
+
+
+def _fill_tensor(fill: Fill, x: Tensor) -> Tensor:
+    channels = x.shape[1]
+    f = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(-1)
+    if f.numel() not in (1, channels):
+        raise ValueError(f"fill must be a scalar or have one value per channel ({channels}), got {f.numel()} values")
+    return f.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+def sample(
+    x: Tensor,
+    grid: Tensor,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    fill: Fill | None = None,
+) -> Tensor:
+    """The sampler: read ``x`` at the grid's source coordinates, differentiably in ``x`` and ``grid``.
+
+    One ``torch.nn.functional.grid_sample`` call (``align_corners=False``). ``fill`` is the constant value read
+    outside the input (only with ``padding_mode="zeros"``): set it to the image background so that a normalised
+    input is not padded with a foreign value, the classic cause of transformers that learn to zoom out.
+
+    Args:
+        x: ``(B, C, H_in, W_in)`` (3-D ``(B, C, D_in, H_in, W_in)``), any floating dtype.
+        grid: ``(B, H, W, 2)`` (3-D ``(B, D, H, W, 3)``), e.g. from :func:`sampling_grid`.
+        mode: ``"bilinear"`` (trilinear on volumes), ``"nearest"`` or ``"bicubic"`` (2-D only).
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
+        fill: scalar or per-channel value outside the input.
+
+    Returns:
+        ``(B, C, H, W)`` (3-D ``(B, C, D, H, W)``) in ``x``'s dtype.
+    """
+    ndim = grid.dim() - 2
+    _check_input(x, ndim)
+    if grid.shape[0] != x.shape[0] or grid.shape[-1] != ndim:
+        raise ValueError(f"grid of shape {tuple(grid.shape)} does not fit an input of shape {tuple(x.shape)}")
+    if mode not in _MODES or (mode == "bicubic" and ndim == 3):
+        raise ValueError(f"mode must be one of {_MODES} (bicubic for 2-D only), got {mode!r}")
+    if padding_mode not in _PADDING_MODES:
+        raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
+    if fill is not None and padding_mode != "zeros":
+        raise ValueError(f"fill is a constant background and needs padding_mode='zeros', got {padding_mode!r}")
+    work = _compute_dtype(x.dtype)
+    xs = x.to(work)
+    offset = None if fill is None else _fill_tensor(fill, xs)
+    if offset is not None:
+        xs = xs - offset  # zero padding of (x - fill), plus fill, pads with fill in the same single sampling call
+    out = F.grid_sample(xs, grid.to(work), mode=mode, padding_mode=padding_mode, align_corners=False)
+    if offset is not None:
+        out = out + offset
+    return out.to(x.dtype)
+
+
+def warp(
+    x: Tensor,
+    theta: Tensor,
+    transform: str | Transform,
+    out_size: int | Sequence[int] | None = None,
+    mode: str = "bilinear",
+    padding_mode: str = "zeros",
+    fill: Fill | None = None,
+) -> Tensor:
+    """Warp ``x`` by T_θ: ``out[b, :, y_t, x_t] = x[b, :, T_θ(x_t, y_t)]``.
+
+    Args:
+        x: ``(B, C, H_in, W_in)`` (``affine3d``: ``(B, C, D_in, H_in, W_in)``), floating point.
+        theta: ``(B, P)`` parameters of ``transform`` (target -> source).
+        transform: a family name or a :class:`~stn.transforms.Transform`.
+        out_size: ``(H, W)`` of the output (3-D ``(D, H, W)``); defaults to the input's spatial size and may
+            differ from it (e.g. the paper's 448 -> 224 crops).
+        mode, padding_mode, fill: see :func:`sample`.
+
+    Returns:
+        ``(B, C, *out_size)`` in ``x``'s dtype. Grids are computed in at least float32.
+
+    Example:
+        >>> x = torch.rand(8, 1, 42, 42)
+        >>> theta = stn.transforms.get("attention").identity(8)
+        >>> theta[:, 0] = 0.5  # zoom in 2x on the centre
+        >>> warp(x, theta, "attention", out_size=(21, 21)).shape
+        torch.Size([8, 1, 21, 21])
+    """
+    t = resolve(transform)
+    _check_input(x, t.ndim)
+    t.check_theta(theta, batch_size=x.shape[0])
+    if theta.device != x.device:
+        raise ValueError(f"theta is on {theta.device} but the input is on {x.device}")
+    size = tuple(x.shape[2:]) if out_size is None else check_size(out_size, t.ndim)
+    grid = t.grid(theta.to(_compute_dtype(x.dtype)), size)
+    return sample(x, grid, mode=mode, padding_mode=padding_mode, fill=fill)

@@ -1,0 +1,50 @@
+"""One registry for every model the library can build by name (the timm pattern).
+
+Example:
+    >>> from stn.models import create_model, list_models
+    >>> model = create_model("st-cnn-aff", num_classes=10, in_size=(42, 42))
+    >>> "cnn" in list_models()
+    True
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable
+
+from torch import nn
+
+ModelFactory = Callable[..., nn.Module]
+
+_REGISTRY: dict[str, ModelFactory] = {}
+
+
+def register_model(name: str) -> Callable[[ModelFactory], ModelFactory]:
+    """Decorator that registers ``factory`` under ``name`` (lower-case, unique)."""
+
+    def decorator(factory: ModelFactory) -> ModelFactory:
+        key = name.lower()
+        if key in _REGISTRY:
+            raise ValueError(f"model name {key!r} is registered twice")
+        _REGISTRY[key] = factory
+        return factory
+
+    return decorator
+
+
+def list_models(pattern: str | None = None) -> list[str]:
+    """Sorted names of the registered models, optionally filtered by a shell-style ``pattern``."""
+    names = sorted(_REGISTRY)
+    return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
+
+
+def create_model(name: str, **kwargs) -> nn.Module:
+    """Build the model registered as ``name``; ``kwargs`` go to its factory.
+
+    Raises:
+        KeyError: for an unknown name; the message lists the known ones.
+    """
+    key = name.lower()
+    if key not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return _REGISTRY[key](**kwargs)

@@ -1,0 +1,36 @@
+"""Optimiser parameter groups that let localisation nets learn at their own rate."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from stn.modules.spatial_transformer import ParallelSpatialTransformer, SpatialTransformer
+
+__all__ = ["localization_parameters", "param_groups"]
+
+
+def localization_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """Parameters of every spatial transformer's localisation net and θ regression layer in ``model``."""
+    seen: dict[int, nn.Parameter] = {}
+    for module in model.modules():
+        if isinstance(module, (SpatialTransformer, ParallelSpatialTransformer)):
+            for p in [*module.localization.parameters(), *module.head.parameters()]:
+                seen.setdefault(id(p), p)
+    return list(seen.values())
+
+
+def param_groups(model: nn.Module, lr: float, localization_lr_scale: float = 1.0) -> list[dict]:
+    """Two groups for ``torch.optim``: the localisation parameters at ``lr * localization_lr_scale``, the rest
+    at ``lr``. The paper trains localisation nets at 1/10 of the base rate on SVHN and lower on CUB.
+
+    Example:
+        >>> opt = torch.optim.SGD(param_groups(model, lr=0.01, localization_lr_scale=0.1), lr=0.01)
+    """
+    loc = localization_parameters(model)
+    loc_ids = {id(p) for p in loc}
+    rest = [p for p in model.parameters() if id(p) not in loc_ids]
+    groups = [
+        {"params": rest, "lr": lr, "name": "base"},
+        {"params": loc, "lr": lr * localization_lr_scale, "name": "localization"},
+    ]
+    return [g for g in groups if g["params"]]

@@ -1,0 +1,188 @@
+"""Matrix-group families: translation, attention, similarity, affine, projective and affine3d.
+
+Each family embeds θ in a homogeneous matrix (3x3; 4x4 for affine3d) acting on target coordinates
+``(x_t, y_t, 1)``; ``compose`` and ``inverse`` are matrix products and inverses mapped back to θ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from stn.coords import base_grid
+from stn.transforms.base import Transform
+
+__all__ = ["Affine", "Affine3d", "Attention", "MatrixTransform", "Projective", "Similarity", "Translation"]
+
+
+class MatrixTransform(Transform):
+    """A family whose members are homogeneous matrices. Subclasses define :meth:`matrix` and :meth:`from_matrix`.
+
+    Affine families sample with ``F.affine_grid``, the same kernel the raw PyTorch path uses.
+    """
+
+    def matrix(self, theta: Tensor) -> Tensor:
+        """Homogeneous matrix of θ: ``(B, 3, 3)`` (affine3d ``(B, 4, 4)``)."""
+        top = self.affine(theta)
+        bottom = torch.zeros(top.shape[0], 1, self.ndim + 1, dtype=top.dtype, device=top.device)
+        bottom[:, 0, -1] = 1
+        return torch.cat([top, bottom], dim=1)
+
+    def affine(self, theta: Tensor) -> Tensor:
+        """The top ``ndim`` rows of :meth:`matrix`: ``(B, 2, 3)`` (affine3d ``(B, 3, 4)``)."""
+        raise NotImplementedError
+
+    def from_matrix(self, m: Tensor) -> Tensor:
+        """θ of a homogeneous matrix of this family, ``(B, P)``. Entries outside the family are ignored."""
+        raise NotImplementedError
+
+    def compose(self, a: Tensor, b: Tensor) -> Tensor:
+        """θ of ``T_a ∘ T_b`` (apply ``b`` first, then ``a``): ``matrix(a) @ matrix(b)``."""
+        return self.from_matrix(self.matrix(a) @ self.matrix(b))
+
+    def inverse(self, theta: Tensor) -> Tensor:
+        """θ of ``T_θ⁻¹``."""
+        return self.from_matrix(torch.linalg.inv(self.matrix(theta)))
+
+    def identity_params(self) -> Tensor:
+        return self.from_matrix(torch.eye(self.ndim + 1, dtype=torch.float64).unsqueeze(0))[0]
+
+    def grid(self, theta: Tensor, out_size: Sequence[int]) -> Tensor:
+        if theta.shape[0] == 0:  # affine_grid rejects an empty batch
+            return theta.new_empty(0, *out_size, self.ndim)
+        return F.affine_grid(self.affine(theta), [theta.shape[0], 1, *out_size], align_corners=False)
+
+
+class Translation(MatrixTransform):
+    """``(tx, ty)``: ``x_s = x_t + tx``, ``y_s = y_t + ty``."""
+
+    name = "translation"
+    num_params = 2
+    translation_index = (0, 1)
+
+    def affine(self, theta: Tensor) -> Tensor:
+        eye = torch.eye(2, dtype=theta.dtype, device=theta.device).expand(theta.shape[0], 2, 2)
+        return torch.cat([eye, theta.unsqueeze(-1)], dim=2)
+
+    def from_matrix(self, m: Tensor) -> Tensor:
+        return m[:, :2, 2].clone()
+
+
+class Attention(MatrixTransform):
+    """The paper's attention / crop transform ``(s, tx, ty)``: ``x_s = s*x_t + tx``, ``y_s = s*y_t + ty``.
+
+    ``s < 1`` zooms in: the output shows a window of half-width ``s`` centred at ``(tx, ty)``.
+    """
+
+    name = "attention"
+    num_params = 3
+    translation_index = (1, 2)
+    has_scale = True
+
+    def affine(self, theta: Tensor) -> Tensor:
+        s, tx, ty = theta.unbind(1)
+        zero = torch.zeros_like(s)
+        return torch.stack([s, zero, tx, zero, s, ty], dim=1).view(-1, 2, 3)
+
+    def from_matrix(self, m: Tensor) -> Tensor:
+        return torch.stack([m[:, 0, 0], m[:, 0, 2], m[:, 1, 2]], dim=1)
+
+    def clamp_scale(self, theta: Tensor, low: float, high: float) -> Tensor:
+        return torch.cat([theta[:, :1].clamp(low, high), theta[:, 1:]], dim=1)
+
+
+class Similarity(MatrixTransform):
+    """Rotation, isotropic scale and translation, ``(a, b, tx, ty)`` with matrix ``[[a, -b, tx], [b, a, ty]]``.
+
+    ``a = s cos φ`` and ``b = s sin φ``: θ enters the grid linearly, so the parameterisation is smooth everywhere
+    (no angle wrap-around, no singularity at ``s = 0`` in the gradients), unlike ``(s, φ, tx, ty)``.
+    """
+
+    name = "similarity"
+    num_params = 4
+    translation_index = (2, 3)
+    has_scale = True
+
+    def affine(self, theta: Tensor) -> Tensor:
+        a, b, tx, ty = theta.unbind(1)
+        return torch.stack([a, -b, tx, b, a, ty], dim=1).view(-1, 2, 3)
+
+    def from_matrix(self, m: Tensor) -> Tensor:
+        return torch.stack([m[:, 0, 0], m[:, 1, 0], m[:, 0, 2], m[:, 1, 2]], dim=1)
+
+    def clamp_scale(self, theta: Tensor, low: float, high: float) -> Tensor:
+        ab = theta[:, :2]
+        scale = ab.norm(dim=1, keepdim=True)
+        ab = ab * (scale.clamp(low, high) / scale.clamp_min(torch.finfo(theta.dtype).tiny))
+        return torch.cat([ab, theta[:, 2:]], dim=1)
+
+
+class Affine(MatrixTransform):
+    """A row-major 2x3 matrix ``A``: ``(x_s, y_s) = A (x_t, y_t, 1)``."""
+
+    name = "affine"
+    num_params = 6
+    translation_index = (2, 5)
+
+    def affine(self, theta: Tensor) -> Tensor:
+        return theta.view(-1, 2, 3)
+
+    def from_matrix(self, m: Tensor) -> Tensor:
+        return m[:, :2, :].reshape(-1, 6).clone()
+
+
+class Affine3d(MatrixTransform):
+    """A row-major 3x4 matrix for volumes ``(B, C, D, H, W)``: ``(x_s, y_s, z_s) = A (x_t, y_t, z_t, 1)``."""
+
+    name = "affine3d"
+    num_params = 12
+    ndim = 3
+    translation_index = (3, 7, 11)
+
+    def affine(self, theta: Tensor) -> Tensor:
+        return theta.view(-1, 3, 4)
+
+    def from_matrix(self, m: Tensor) -> Tensor:
+        return m[:, :3, :].reshape(-1, 12).clone()
+
+
+class Projective(MatrixTransform):
+    """A homography: θ is the first 8 entries, row-major, of ``H`` with ``H[2, 2] = 1``.
+
+    The source point is the dehomogenised ``H (x_t, y_t, 1)``, i.e. ``(u / w, v / w)``. Target points with
+    ``w <= eps`` lie on or beyond the horizon line of the homography (they have no finite or no in-front source
+    point): they are sent to ``(2, 2)``, outside the input, so they read the padding value (with zeros or border
+    padding) and carry **zero gradient**, and the grid, the output and all gradients stay finite. Points with a
+    small positive ``w`` map far outside the input, which reads as padding too.
+    """
+
+    name = "projective"
+    num_params = 8
+    translation_index = (2, 5)
+    eps = 1e-6
+    outside = 2.0
+
+    def matrix(self, theta: Tensor) -> Tensor:
+        one = torch.ones(theta.shape[0], 1, dtype=theta.dtype, device=theta.device)
+        return torch.cat([theta, one], dim=1).view(-1, 3, 3)
+
+    def affine(self, theta: Tensor) -> Tensor:
+        raise ValueError("a projective transform has no 2x3 affine form; use matrix()")
+
+    def from_matrix(self, m: Tensor) -> Tensor:
+        m = m / m[:, 2:, 2:]
+        return m.reshape(-1, 9)[:, :8].clone()
+
+    def grid(self, theta: Tensor, out_size: Sequence[int]) -> Tensor:
+        height, width = out_size
+        g = base_grid((height, width), theta.device, theta.dtype).view(-1, 2)
+        h = self.matrix(theta)
+        uvw = g @ h[:, :, :2].transpose(1, 2) + h[:, :, 2].unsqueeze(1)  # (B, H*W, 3)
+        w = uvw[..., 2:]
+        ahead = w > self.eps
+        xy = uvw[..., :2] / torch.where(ahead, w, torch.ones_like(w))
+        xy = torch.where(ahead, xy, torch.full_like(xy, self.outside))
+        return xy.view(-1, height, width, 2)
