@@ -39,7 +39,8 @@ class ThetaRegressor(nn.Module):
     a point or zooms out until the object is lost):
 
     * ``max_translation=b``: the translation entries (for TPS, every control point) move at most ``b`` from their
-      initial value, ``θ_i = init_i + b * tanh(θ_i - init_i)``. Use when the object must stay in view.
+      initial value, ``θ_i = init_i + b * tanh((θ_i - init_i) / b)`` (slope 1 near the start). Use when the
+      object must stay in view.
     * ``scale_range=(lo, hi)``: clamps the isotropic scale (attention and similarity only). ``lo == hi`` fixes it,
       as in the paper's CUB attention transformers (fixed scale, learnt translation).
     """
@@ -58,9 +59,9 @@ class ThetaRegressor(nn.Module):
         super().__init__()
         p = transform.num_params
         if init_theta is None:
-            init = transform.identity_params().float().expand(num_transformers, p)
+            init = transform.identity_params().to(torch.get_default_dtype()).expand(num_transformers, p)
         else:
-            init = torch.as_tensor(init_theta, dtype=torch.float32)
+            init = torch.as_tensor(init_theta, dtype=torch.get_default_dtype())
             if init.shape not in ((p,), (num_transformers, p)):
                 raise ValueError(
                     f"init_theta must have shape ({p},) or ({num_transformers}, {p}), got {tuple(init.shape)}"
@@ -82,7 +83,7 @@ class ThetaRegressor(nn.Module):
         self.linear = nn.Linear(in_features, num_transformers * p)
         nn.init.zeros_(self.linear.weight)
         with torch.no_grad():
-            self.linear.bias.copy_(torch.zeros_like(init) if residual else init.reshape(-1))
+            self.linear.bias.copy_(init.reshape(-1) * (not residual))
 
     def forward(self, features: Tensor) -> Tensor:
         theta = self.linear(features).view(features.shape[0], self.num_transformers, -1)
@@ -91,7 +92,8 @@ class ThetaRegressor(nn.Module):
         if self.max_translation is not None:
             idx = list(self.transform.translation_index)
             init = self.init_theta[:, idx]
-            bounded = init + self.max_translation * torch.tanh(theta[..., idx] - init)
+            bound = self.max_translation
+            bounded = init + bound * torch.tanh((theta[..., idx] - init) / bound)
             theta = theta.index_copy(2, torch.tensor(idx, device=theta.device), bounded)
         if self.scale_range is not None:
             flat = self.transform.clamp_scale(theta.flatten(0, 1), *self.scale_range)
@@ -237,7 +239,7 @@ class ParallelSpatialTransformer(_TransformerBase):
         self.concat = concat
         self.shared = shared
         p = self.transform.num_params
-        init = None if init_theta is None else torch.as_tensor(init_theta, dtype=torch.float32).expand(n, p)
+        init = None if init_theta is None else torch.as_tensor(init_theta, dtype=torch.get_default_dtype()).expand(n, p)
         options = dict(residual=residual, max_translation=max_translation, scale_range=scale_range)
         self.localization = localization if shared else nn.ModuleList(nets)
         if shared:
@@ -268,7 +270,7 @@ class ParallelSpatialTransformer(_TransformerBase):
         b, n = theta.shape[:2]
         grid = self._grid(x, theta.flatten(0, 1))  # (B*N, *out, ndim)
         out_shape = grid.shape[1:-1]
-        stacked = grid.view(b, n * out_shape[0], *out_shape[1:], grid.shape[-1])
+        stacked = grid.reshape(b, n * out_shape[0], *out_shape[1:], grid.shape[-1])
         out = self._sample(x, stacked)  # (B, C, N*out0, ...)
         out = out.view(b, out.shape[1], n, *out_shape).transpose(1, 2)  # (B, N, C, *out)
         result = out.flatten(1, 2) if self.concat else list(out.unbind(1))

@@ -12,32 +12,74 @@ matrix product.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from stn.coords import base_grid
+from stn.coords import pixel_to_normalized
 from stn.transforms.base import Transform
 
-__all__ = ["ThinPlateSpline", "tps_kernel"]
+__all__ = ["ThinPlateSpline", "regular_control_points", "solve_basis", "tps_kernel"]
 
 _BASIS_CACHE: dict[tuple, Tensor] = {}
 _BASIS_CACHE_SIZE = 64
 
 
-def tps_kernel(points: Tensor, centers: Tensor) -> Tensor:
+def tps_kernel(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """``U(|p - c|) = r² log r²`` between ``points`` ``(N, 2)`` and ``centers`` ``(K, 2)``: ``(N, K)``, 0 at r = 0."""
-    r2 = (points.unsqueeze(1) - centers.unsqueeze(0)).pow(2).sum(-1)
-    return torch.where(r2 > 0, r2 * torch.log(torch.where(r2 > 0, r2, torch.ones_like(r2))), torch.zeros_like(r2))
+    r2 = ((points[:, None, :] - centers[None, :, :]) ** 2).sum(-1)
+    return r2 * np.log(np.where(r2 > 0, r2, 1.0))
 
 
-def _affine_part(points: Tensor) -> Tensor:
-    return torch.cat([torch.ones_like(points[:, :1]), points], dim=1)
+def _affine_part(points: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.ones_like(points[:, :1]), points], axis=1)
+
+
+@contextmanager
+def _untraced() -> Iterator[None]:
+    # The first call solves, later calls hit the cache: under torch.jit.trace both must record the same graph,
+    # in which M is a constant, so the cache miss runs with the tracer paused.
+    state = torch._C._get_tracing_state()
+    torch._C._set_tracing_state(None)
+    try:
+        yield
+    finally:
+        torch._C._set_tracing_state(state)
+
+
+def regular_control_points(k: int) -> np.ndarray:
+    """``k x k`` points on a regular grid over ``[-1, 1]^2``, ``(k*k, 2)`` as (x, y), y outer and x inner."""
+    axis = np.linspace(-1.0, 1.0, k)
+    y, x = np.meshgrid(axis, axis, indexing="ij")
+    return np.stack([x, y], axis=-1).reshape(-1, 2)
+
+
+def solve_basis(control_points: np.ndarray, reg: float, out_size: Sequence[int]) -> np.ndarray:
+    """The ``(H*W, K)`` matrix M mapping source positions of the control points to the grid, in float64.
+
+    NumPy, not torch: the solve is a constant of the grid generator, so it must not appear in traced graphs.
+    """
+    c = control_points
+    n = c.shape[0]
+    system = np.zeros((n + 3, n + 3))
+    system[:n, :n] = tps_kernel(c, c) + reg * np.eye(n)
+    system[:n, n:] = _affine_part(c)
+    system[n:, :n] = _affine_part(c).T
+    ys, xs = (pixel_to_normalized(np.arange(n, dtype=np.float64), n) for n in out_size)
+    g = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)  # the pixel-centre grid G, row-major
+    rows = np.concatenate([tps_kernel(g, c), _affine_part(g)], axis=1)
+    return rows @ np.linalg.inv(system)[:, :n]
 
 
 class ThinPlateSpline(Transform):
     """TPS with ``k x k`` control points (default 4 x 4 = 16, θ width 32) and regularisation ``reg`` (λ).
+
+    ``reg`` adds ``λ I`` to the kernel matrix: 0 interpolates the control points exactly, larger values trade
+    fidelity for smoothness (scipy's ``RBFInterpolator(kernel="thin_plate_spline", smoothing=λ / 2)``, whose
+    kernel is ``r² log r``, half of ours).
 
     Example:
         >>> tps = ThinPlateSpline(k=4)
@@ -61,27 +103,20 @@ class ThinPlateSpline(Transform):
     @property
     def control_points(self) -> Tensor:
         """The K control points in target space, ``(K, 2)`` float64, (x, y), row-major from the top-left."""
-        axis = torch.linspace(-1.0, 1.0, self.k, dtype=torch.float64)
-        y, x = torch.meshgrid(axis, axis, indexing="ij")
-        return torch.stack([x, y], dim=-1).view(-1, 2)
+        return torch.from_numpy(regular_control_points(self.k))
 
     def identity_params(self) -> Tensor:
         return self.control_points.reshape(-1)
 
+    @torch.compiler.disable  # a cached constant: keep dict look-ups and the solve out of compiled graphs
     def basis(self, out_size: Sequence[int], device: torch.device | None, dtype: torch.dtype) -> Tensor:
         """The cached ``(H*W, K)`` matrix M with ``grid = M @ θ.view(B, K, 2)``."""
         key = (self.k, self.reg, tuple(out_size), str(device), dtype)
         m = _BASIS_CACHE.get(key)
         if m is None:
-            c = self.control_points
-            n = c.shape[0]
-            system = torch.zeros(n + 3, n + 3, dtype=torch.float64)
-            system[:n, :n] = tps_kernel(c, c) + self.reg * torch.eye(n, dtype=torch.float64)
-            system[:n, n:] = _affine_part(c)
-            system[n:, :n] = _affine_part(c).T
-            g = base_grid(out_size, dtype=torch.float64).view(-1, 2)
-            rows = torch.cat([tps_kernel(g, c), _affine_part(g)], dim=1)
-            m = (rows @ torch.linalg.inv(system)[:, :n]).to(device=device, dtype=dtype)
+            with _untraced():
+                solved = solve_basis(regular_control_points(self.k), self.reg, out_size)
+                m = torch.tensor(solved, dtype=dtype, device=device)
             if len(_BASIS_CACHE) >= _BASIS_CACHE_SIZE:
                 _BASIS_CACHE.pop(next(iter(_BASIS_CACHE)))
             _BASIS_CACHE[key] = m
