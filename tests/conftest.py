@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from stn.data import write_idx
+
 SHARED_DATA = Path(os.environ.get("STN_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
@@ -20,6 +22,31 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One intra-op thread per xdist worker: the workers already fill the cores, and oversubscribed tiny ops
+    # run many times slower.
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)
+
+
+def write_tiny_mnist(folder: Path, n_train: int = 96, n_test: int = 32) -> Path:
+    """IDX files of 28x28 "digits": label k is a bright bar whose row and length depend on k."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = torch.arange(n) % 10
+        images = torch.zeros(n, 28, 28, dtype=torch.uint8)
+        for i, k in enumerate(labels.tolist()):
+            images[i, 6 + 2 * k : 8 + 2 * k, 4 : 10 + k] = 255
+        write_idx(folder / f"{prefix}-images-idx3-ubyte", images)
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte", labels.to(torch.uint8))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_mnist(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder holding the four MNIST files of a tiny synthetic MNIST (96 train / 32 test digits)."""
+    return write_tiny_mnist(tmp_path_factory.mktemp("tiny-mnist"))

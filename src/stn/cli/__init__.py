@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 # Modules of this package that contribute sub-commands, in the order ``stn --help`` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = ("data", "train", "eval", "reproduce", "visualize", "export", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:

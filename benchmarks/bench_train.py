@@ -1,0 +1,140 @@
+"""Training throughput of one ST-CNN step: the library against the same network written in plain PyTorch.
+
+The plain version is written the way the official PyTorch spatial-transformer tutorial writes it
+(``F.affine_grid`` + ``F.grid_sample`` inside the model's ``forward``) with exactly our architecture, and gets
+our weights, so both compute the same function (checked). Steps of the variants are interleaved, so that a
+busy machine slows all of them alike. Targets: ours >= 0.95x plain; and the paper's claim that a spatial
+transformer costs little, shown as the ST-CNN's time against its classifier alone (the same network without
+the transformer) and against the Table 1 CNN (which sees the full-resolution input).
+
+Usage::
+
+    python benchmarks/bench_train.py                    # RTS (42x42), batch 256, CPU
+    python benchmarks/bench_train.py --steps 50 --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stn.models import create_model
+
+
+class PlainSTCNN(nn.Module):
+    """The ST-CNN (affine) of ``create_model("st-cnn-aff", in_shape=(1, 42, 42))`` in tutorial style."""
+
+    def __init__(self, ours: nn.Module) -> None:
+        super().__init__()
+        loc = ours.transformer.localization
+        self.localization = nn.Sequential(
+            nn.MaxPool2d(2),
+            nn.Conv2d(1, 20, 5, padding=2),
+            nn.ReLU(True),
+            nn.MaxPool2d(2, ceil_mode=True),
+            nn.Conv2d(20, 20, 5, padding=2),
+            nn.ReLU(True),
+            nn.AdaptiveMaxPool2d(4),
+        )
+        self.fc_loc = nn.Sequential(nn.Linear(320, 20), nn.ReLU(True), nn.Linear(20, 6))
+        c = ours.classifier
+        self.classifier = nn.Sequential(
+            nn.Conv2d(1, c[0].out_channels, 9, padding=c[0].padding),
+            nn.ReLU(True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c[0].out_channels, c[3].out_channels, 7),
+            nn.ReLU(True),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(c[7].in_features, 10),
+        )
+        with torch.no_grad():  # our weights, so that both networks compute the same function
+            for mine, theirs in (
+                (self.localization[1], loc.features[1]),
+                (self.localization[4], loc.features[4]),
+                (self.fc_loc[0], loc.fc[1]),
+                (self.fc_loc[2], ours.transformer.head.linear),
+                (self.classifier[0], c[0]),
+                (self.classifier[3], c[3]),
+                (self.classifier[7], c[7]),
+            ):
+                mine.weight.copy_(theirs.weight)
+                mine.bias.copy_(theirs.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.fc_loc(self.localization(x).flatten(1)).view(-1, 2, 3)
+        grid = F.affine_grid(theta, list(x.size()), align_corners=False)
+        x = F.grid_sample(x, grid, align_corners=False)
+        return self.classifier(F.avg_pool2d(x, 2))
+
+
+def _stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step() -> None:
+        loss = F.cross_entropy(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (default 20)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    ours = create_model("st-cnn-aff", in_shape=(1, 42, 42))
+    with torch.no_grad():  # a transformer that is not the identity
+        ours.transformer.head.linear.weight.normal_(0, 0.05)
+    plain = PlainSTCNN(ours)
+    x = torch.rand(args.batch_size, 1, 42, 42, device=device)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    ours, plain = ours.to(device), plain.to(device)
+    with torch.no_grad():
+        diff = (ours(x) - plain(x)).abs().max().item()
+    print(f"ours vs plain output difference: {diff:.2e} (same weights, same function)")
+    classifier_only = nn.Sequential(nn.AvgPool2d(2), ours.classifier).to(device)
+    variants = {
+        "ST-CNN (stn library)": _stepper(ours, x, y),
+        "ST-CNN (plain PyTorch)": _stepper(plain, x, y),
+        "its classifier alone": _stepper(classifier_only, x, y),
+        "Table 1 CNN (42x42 input)": _stepper(create_model("cnn", in_shape=(1, 42, 42)).to(device), x, y),
+    }
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for round_ in range(args.steps + 3):  # 3 warm-up rounds
+        for name, step in variants.items():
+            sync()
+            start = time.perf_counter()
+            step()
+            sync()
+            if round_ >= 3:
+                times[name].append(time.perf_counter() - start)
+    median = {name: statistics.median(t) for name, t in times.items()}
+    print(
+        f"\nbatch {args.batch_size} on {device} ({torch.get_num_threads()} threads), median of {args.steps} "
+        "interleaved steps:"
+    )
+    for name, t in median.items():
+        print(f"  {name:<28} {1000 * t:8.1f} ms/step  {args.batch_size / t:8.0f} images/s")
+    ours_t, plain_t = median["ST-CNN (stn library)"], median["ST-CNN (plain PyTorch)"]
+    print(f"\nours / plain throughput: {plain_t / ours_t:.3f}x (target >= 0.95x)")
+    print(
+        f"ST-CNN time / its classifier alone: {ours_t / median['its classifier alone']:.2f} "
+        "(the cost of the spatial transformer)"
+    )
+    print(f"ST-CNN time / Table 1 CNN time: {ours_t / median['Table 1 CNN (42x42 input)']:.2f}")
+
+
+if __name__ == "__main__":
+    main()

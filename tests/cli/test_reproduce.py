@@ -1,0 +1,68 @@
+"""``stn reproduce``: the experiment registry and Table 1 (a tiny grid)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stn import experiments
+from stn.cli import main
+
+
+def test_registry_lists_and_loads_experiments() -> None:
+    assert {"table1", "table2"} <= set(experiments.names())
+    module = experiments.load("table1")
+    assert callable(module.add_arguments) and callable(module.run)
+    with pytest.raises(KeyError, match="table1"):
+        experiments.load("table9")
+
+
+def test_an_experiment_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["reproduce"])
+    assert "table1" in capsys.readouterr().err
+
+
+def test_table1_grid_writes_the_table_and_skips_finished_runs(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "reproduce",
+        "table1",
+        "--data",
+        "R",
+        "--models",
+        "st-cnn-aff,cnn",
+        "--iterations",
+        "2",
+        "--batch-size",
+        "16",
+        "--num-train",
+        "32",
+        "--num-test",
+        "16",
+        "--data-dir",
+        str(tiny_mnist),
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
+    assert main(args) == 0
+    table = (tmp_path / "table1.md").read_text()
+    main_table = table.split("## Runs")[0]
+    rows = {line.split(" | ")[0].strip("| "): line for line in main_table.splitlines() if line.startswith("| ")}
+    assert set(rows) >= {"CNN", "ST-CNN Aff", "FCN", "Model"}
+    assert "| 1.2 |" in rows["CNN"] and "| 0.7 |" in rows["ST-CNN Aff"]  # the paper's R column
+    assert rows["FCN"].endswith("| 2.1 | — |")  # not run
+    assert "(r/st-cnn-aff/seed0/transformations.png)" in table  # links to the runs' figures
+    assert (tmp_path / "table1.csv").read_text().count("\n") == 3  # header + 2 runs
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("finished before, skipped") == 2
+
+
+def test_table1_rejects_unknown_variants(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["reproduce", "table1", "--data", "R,XYZ"])
+    assert "rts" in capsys.readouterr().err

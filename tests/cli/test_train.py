@@ -1,0 +1,79 @@
+"""``stn train``: a run from the command line, resuming by folder, and argument errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from stn.cli import main
+
+
+def test_a_run_writes_the_run_folder(trained_run: Path) -> None:
+    summary = json.loads((trained_run / "summary.json").read_text())
+    assert summary["model"] == "st-fcn-aff" and summary["steps"] == 6
+    config = json.loads((trained_run / "config.json").read_text())
+    assert config["model_options"] == {"target_params": 40000} and config["data"] == "r"
+
+
+def test_resume_with_only_the_folder_continues_the_saved_run(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "train",
+        "--data",
+        "r",
+        "--model",
+        "fcn",
+        "--iterations",
+        "2",
+        "--batch-size",
+        "16",
+        "--num-train",
+        "32",
+        "--num-test",
+        "16",
+        "--data-dir",
+        str(tiny_mnist),
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+        "--no-figures",
+    ]
+    assert main(args) == 0
+    assert "fcn on r" in capsys.readouterr().out
+    assert main(args) == 1  # the folder holds a run: refuse to overwrite it
+    assert "--resume" in capsys.readouterr().err
+    assert (
+        main(["train", "--out", str(tmp_path / "run"), "--resume", "--iterations", "4", "--quiet", "--no-figures"]) == 0
+    )
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["steps"] == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--data", "rts", "--model", "st-cnn-affine"], "st-cnn-aff"),  # the valid names are listed
+        (["--data", "mnist", "--model", "cnn"], "rts"),
+        (["--data", "rts", "--model", "cnn", "--epochs", "0"], "positive integer"),
+    ],
+)
+def test_wrong_values_are_usage_errors(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", *args])
+    assert exit_info.value.code == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_data_and_model_are_needed_for_a_new_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--model", "cnn", "--out", str(tmp_path / "x")]) == 1
+    assert "--data required" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "visualize", "export", "demo", "reproduce"])
+def test_every_command_has_help_with_examples(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert "examples:" in capsys.readouterr().out

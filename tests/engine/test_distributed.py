@@ -1,0 +1,67 @@
+"""Data-parallel training: two CPU processes (gloo) end with identical weights, equal to one process's."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import torch
+import torch.multiprocessing as mp
+
+from stn.engine.config import TrainConfig
+from stn.engine.distributed import DistContext, all_reduce_sum, any_process, init_distributed
+from stn.engine.trainer import Trainer
+
+
+def config(data_dir: Path) -> TrainConfig:
+    return TrainConfig(
+        data="r",
+        model="st-fcn-aff",
+        epochs=2,
+        batch_size=16,
+        num_train=64,
+        num_test=32,
+        data_dir=str(data_dir),
+        device="cpu",
+        model_options={"target_params": 40_000},
+        theta_samples=2,
+    )
+
+
+def _worker(rank: int, world: int, port: int, data_dir: Path, out: Path) -> None:
+    os.environ.update(
+        RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
+    )
+    torch.set_num_threads(1)
+    trainer = Trainer(config(data_dir), out / "run", progress=False, figures=False)
+    result = trainer.fit()
+    torch.save({"weights": trainer.model.state_dict(), "result": result.summary}, out / f"rank{rank}.pt")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_without_torchrun_there_is_one_process() -> None:
+    ctx = init_distributed(torch.device("cpu"))
+    assert ctx == DistContext() and ctx.is_main and not ctx.distributed
+    values = torch.tensor([1.0, 2.0])
+    assert all_reduce_sum(values, ctx) is values
+    assert any_process(True, ctx, torch.device("cpu")) and not any_process(False, ctx, torch.device("cpu"))
+
+
+def test_two_processes_end_with_identical_weights(tiny_mnist: Path, tmp_path: Path) -> None:
+    mp.spawn(_worker, args=(2, free_port(), tiny_mnist, tmp_path), nprocs=2, join=True)
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    for key, value in rank0["weights"].items():
+        assert torch.equal(value, rank1["weights"][key]), key
+    assert rank0["result"]["test_error"] == rank1["result"]["test_error"]  # evaluation is combined across ranks
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()  # written by rank 0
+
+    single = Trainer(config(tiny_mnist), tmp_path / "single", progress=False, figures=False)
+    single.fit()  # the same global batches in one process: the same weights up to rounding
+    for key, value in single.model.state_dict().items():
+        torch.testing.assert_close(rank0["weights"][key], value, atol=1e-5, rtol=1e-4)

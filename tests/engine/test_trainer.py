@@ -1,0 +1,167 @@
+"""The training loop: files it writes, the learning-rate schedule, resume equivalence, signals, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from stn.engine.checkpoint import CheckpointError, load_checkpoint
+from stn.engine.config import TrainConfig
+from stn.engine.metrics import read_jsonl
+from stn.engine.trainer import Trainer, learning_rate, train
+
+
+def tiny_config(data_dir: Path, **overrides) -> TrainConfig:
+    values = dict(
+        data="r",
+        model="st-fcn-aff",
+        epochs=2,
+        batch_size=16,
+        num_train=48,
+        num_test=32,
+        data_dir=str(data_dir),
+        device="cpu",
+        model_options={"target_params": 40_000},
+        theta_samples=4,
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_checkpoint(run_dir / "checkpoint.pt")["model"]
+
+
+def test_learning_rate_steps_down_at_the_milestones() -> None:
+    lrs = [learning_rate(s, 9, 0.01, (1 / 3, 2 / 3), 0.1) for s in range(9)]
+    assert lrs == pytest.approx([0.01] * 3 + [0.001] * 3 + [0.0001] * 3)
+
+
+def test_a_run_writes_checkpoint_metrics_summary_and_figures(tiny_mnist: Path, tmp_path: Path) -> None:
+    result = train(tiny_config(tiny_mnist), tmp_path / "run", progress=False)
+    assert result.finished and result.step == result.total_steps == 6
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2]
+    for key in (
+        "train_loss",
+        "test_error",
+        "lr",
+        "images_per_s",
+        "transformer.scale_mean",
+        "transformer.outside_frac",
+        "transformer.fold_frac",
+    ):
+        assert key in records[-1]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test_error"] == records[-1]["test_error"] == result.summary["test_error"]
+    assert summary["train_samples"] == 48 and summary["test_samples"] == 32
+    for name in ("checkpoint.pt", "config.json", "metrics.csv", "summary.md", "curves.png", "transformations.png"):
+        assert (tmp_path / "run" / name).is_file(), name
+    checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert checkpoint["finished"] and checkpoint["theta_history"]["epochs"] == [0, 1, 2]
+    assert checkpoint["theta_history"]["theta"]["transformer"].shape == (3, 4, 1, 6)
+    images = checkpoint["theta_history"]["images"]
+    assert images.untyped_storage().nbytes() == images.numel() * 4  # the kept digits, not the whole test set
+    assert not list((tmp_path / "run").glob(".*tmp"))  # atomic writes leave no temporary files
+
+
+def test_iterations_override_epochs_and_may_end_mid_epoch(tiny_mnist: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_mnist, model="fcn", iterations=5, epochs=50)
+    result = train(config, tmp_path / "run", progress=False, figures=False)
+    assert result.step == 5
+    assert [r["step"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [3, 5]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, Path]:
+    """A 3-epoch run (9 steps) trained without interruption."""
+    config = tiny_config(tiny_mnist, epochs=3)
+    out = tmp_path_factory.mktemp("straight") / "run"
+    train(config, out, progress=False, figures=False)
+    return config, out
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_then_resume_reaches_the_same_weights(
+    straight_run: tuple[TrainConfig, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+) -> None:
+    config, straight = straight_run
+    original = Trainer._train_step
+
+    def step_then_signal(self: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = original(self, x, y)
+        if self.step == 3:  # the 4th step, the first of the second epoch
+            os.kill(os.getpid(), signum)
+        return out
+
+    monkeypatch.setattr(Trainer, "_train_step", step_then_signal)
+    stopped = train(config, tmp_path / "resumed", progress=False, figures=False)
+    assert stopped.status == "interrupted" and stopped.signal == signum and stopped.step == 4
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 4
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.undo()
+
+    finished = train(config, tmp_path / "resumed", resume=True, progress=False, figures=False)
+    assert finished.finished and finished.step == 9
+    expected, resumed = weights(straight), weights(tmp_path / "resumed")
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        assert torch.equal(expected[key], resumed[key]), key
+    a = read_jsonl(straight / "metrics.jsonl")
+    b = read_jsonl(tmp_path / "resumed" / "metrics.jsonl")
+    assert [(r["epoch"], r["train_loss"], r["test_error"]) for r in a] == [
+        (r["epoch"], r["train_loss"], r["test_error"]) for r in b
+    ]
+
+
+def test_seed_decides_the_weights(tiny_mnist: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_mnist, model="fcn", epochs=1)
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        train(TrainConfig(**{**config.to_dict(), "seed": seed}), tmp_path / name, progress=False, figures=False)
+    a, b, c = (weights(tmp_path / n) for n in "abc")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+def test_an_existing_run_is_not_overwritten_and_resume_checks_the_config(tiny_mnist: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_mnist, model="fcn", epochs=1)
+    train(config, tmp_path / "run", progress=False, figures=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(config, tmp_path / "run", progress=False)
+    with pytest.raises(CheckpointError, match="batch_size"):
+        train(TrainConfig(**{**config.to_dict(), "batch_size": 8}), tmp_path / "run", resume=True, progress=False)
+    longer = train(
+        TrainConfig(**{**config.to_dict(), "epochs": 2}), tmp_path / "run", resume=True, progress=False, figures=False
+    )  # a finished run may be extended
+    assert longer.step == 6
+
+
+def test_resume_from_a_corrupt_checkpoint_fails_clearly(tiny_mnist: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_mnist, model="fcn", epochs=1)
+    train(config, tmp_path / "run", progress=False, figures=False)
+    path = tmp_path / "run" / "checkpoint.pt"
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match="corrupt"):
+        train(config, tmp_path / "run", resume=True, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "error", "match"),
+    [
+        ({"batch_size": 128}, ValueError, "exceeds"),
+        ({"amp": True}, ValueError, "CUDA"),
+        ({"data": "mnist"}, KeyError, "rts"),
+        ({"model": "resnet"}, KeyError, "st-cnn-aff"),
+        ({"model": "fcn", "model_options": {"num_classes": 5}}, ValueError, "logits"),
+    ],
+)
+def test_bad_settings_fail_before_training(
+    tiny_mnist: Path, tmp_path: Path, overrides: dict, error: type, match: str
+) -> None:
+    with pytest.raises(error, match=match):
+        Trainer(tiny_config(tiny_mnist, **overrides), tmp_path / "run")
+    assert not (tmp_path / "run").exists()

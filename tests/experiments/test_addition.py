@@ -1,0 +1,66 @@
+"""MNIST addition: the model table and an end-to-end quick run through the training engine on a tiny MNIST."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from stn.experiments import addition
+from stn.models import list_models
+
+
+def test_every_table_row_has_a_registered_model_and_the_papers_number() -> None:
+    assert len(addition.MODELS) == 8
+    assert {name for _, name in addition.MODELS.values()} <= set(list_models("add-*"))
+    assert {row for row, _ in addition.MODELS.values()} == set(addition.PAPER)
+    assert addition.PAPER["2xST-FCN TPS"] == 5.8 and addition.PAPER["FCN"] == 47.7
+
+
+def _args(tiny_mnist: Path, tmp_path: Path, *models: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    addition.add_arguments(parser)
+    return parser.parse_args(
+        [
+            "--data-dir",
+            str(tiny_mnist),
+            "--out",
+            str(tmp_path / "out"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--iterations",
+            "2",
+            "--batch-size",
+            "8",
+            "--num-train",
+            "16",
+            "--num-test",
+            "8",
+            "--device",
+            "cpu",
+            "--models",
+            *models,
+        ]
+    )
+
+
+def test_quick_run_end_to_end_writes_table_results_and_figures(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert addition.run(_args(tiny_mnist, tmp_path, "fcn", "2xst-fcn-aff")) == 0
+    out = tmp_path / "out"
+    record = json.loads((out / "results.json").read_text())
+    assert set(record["results"]) == {"FCN", "2xST-FCN Aff"}
+    result = record["results"]["2xST-FCN Aff"]
+    assert result["steps"] == 2 and 0 <= result["test_error"] <= 1 and result["paper_error"] == 9.0
+    table = (out / "addition.md").read_text()
+    assert "| 2xST-FCN Aff | add-2xst-fcn-aff |" in table and "| 47.7 |" in table
+    assert (out / "transformers-2xst-fcn-aff.png").stat().st_size > 1000  # inputs and the 4 output channels
+    assert not (out / "transformers-fcn.png").exists()  # no transformer to draw
+    assert (tmp_path / "runs" / "fcn" / "checkpoint.pt").is_file()
+    capsys.readouterr()
+    assert addition.run(_args(tiny_mnist, tmp_path, "fcn")) == 0  # finished runs are skipped
+    assert "FCN: done before" in capsys.readouterr().out
+    assert "2xST-FCN" not in (out / "addition.md").read_text()

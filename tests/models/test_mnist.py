@@ -1,0 +1,108 @@
+"""The Table 1 models: names, sizes, shapes, identity start, and that every one of them learns."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from stn.models import create_model, list_models
+from stn.models.mnist import DEFAULT_TARGET_PARAMS, cnn_classifier, count_parameters, mnist_model
+
+NAMES = ["fcn", "cnn", "st-fcn-aff", "st-fcn-proj", "st-fcn-tps", "st-cnn-aff", "st-cnn-proj", "st-cnn-tps"]
+SHAPES = [(1, 28, 28), (1, 42, 42), (1, 60, 60), (2, 42, 42)]
+
+
+def test_all_table1_models_are_registered() -> None:
+    assert set(NAMES) <= set(list_models())
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_every_model_of_an_experiment_has_about_the_same_size(shape: tuple[int, int, int]) -> None:
+    counts = {name: count_parameters(create_model(name, in_shape=shape)) for name in NAMES}
+    for name, count in counts.items():
+        assert abs(count - DEFAULT_TARGET_PARAMS) / DEFAULT_TARGET_PARAMS < 0.03, (name, count)
+
+
+def test_target_params_and_width_are_honoured() -> None:
+    small = create_model("st-cnn-tps", in_shape=(1, 42, 42), target_params=50_000)
+    assert abs(count_parameters(small) - 50_000) < 2_500
+    fixed = create_model("fcn", in_shape=(1, 28, 28), width=10)
+    assert count_parameters(fixed) == 784 * 10 + 10 + 10 * 10 + 10 + 10 * 10 + 10
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("shape", SHAPES)
+def test_logits_shape(name: str, shape: tuple[int, int, int]) -> None:
+    model = create_model(name, in_shape=shape, num_classes=19, target_params=150_000)
+    assert model(torch.rand(3, *shape)).shape == (3, 19)
+
+
+def test_transformer_output_is_halved_on_large_inputs_only_for_st_models() -> None:
+    assert isinstance(create_model("st-cnn-aff", in_shape=(1, 42, 42)).pool, nn.AvgPool2d)
+    assert isinstance(create_model("st-fcn-tps", in_shape=(1, 60, 60)).pool, nn.AvgPool2d)
+    assert isinstance(create_model("st-cnn-aff", in_shape=(1, 28, 28)).pool, nn.Identity)
+    assert isinstance(create_model("cnn", in_shape=(1, 42, 42)).pool, nn.Identity)
+    assert isinstance(create_model("st-cnn-aff", in_shape=(1, 42, 42), downsample=1).pool, nn.Identity)
+
+
+@pytest.mark.parametrize("name", [n for n in NAMES if n.startswith("st-")])
+def test_transformers_start_at_the_identity(name: str) -> None:
+    model = create_model(name, in_shape=(1, 42, 42), target_params=80_000)
+    x = torch.rand(2, 1, 42, 42)
+    torch.testing.assert_close(model.transformer(x), x, atol=1e-5, rtol=0)
+
+
+def test_cnn_convolutions_are_valid_and_padded_only_for_small_inputs() -> None:
+    assert cnn_classifier((1, 28, 28), 10, 8)[0].padding == (0, 0)
+    padded = cnn_classifier((1, 21, 21), 10, 8)
+    assert padded[0].padding == (4, 4)
+    # the padded 21x21 stack ends in the same 2x2 maps as the valid 28x28 one
+    assert padded[-1].in_features == cnn_classifier((1, 28, 28), 10, 8)[-1].in_features == 8 * 2 * 2
+    assert cnn_classifier((1, 5, 40), 10, 8)(torch.rand(1, 1, 5, 40)).shape == (1, 10)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"kind": "rnn"}, "kind"),
+        ({"kind": "cnn", "transform": "rot"}, "transform"),
+        ({"kind": "cnn", "in_shape": (28, 28)}, "in_shape"),
+        ({"kind": "cnn", "downsample": 0, "transform": "aff"}, "downsample"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        mnist_model(**kwargs)
+
+
+def test_a_budget_smaller_than_the_localisation_net_is_refused() -> None:
+    with pytest.raises(ValueError, match="no room"):
+        create_model("st-fcn-aff", in_shape=(1, 42, 42), target_params=20_000)
+
+
+def test_unknown_name_lists_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="st-cnn-aff"):
+        create_model("st-cnn-affine")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_gradients_reach_every_layer_and_sgd_lowers_the_loss(name: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, in_shape=(1, 28, 28), target_params=60_000)
+    y = torch.arange(20) % 10
+    x = torch.zeros(20, 1, 28, 28)
+    for i, k in enumerate(y.tolist()):  # class k: a bar at rows 2k+4, 2k+5
+        x[i, 0, 2 * k + 4 : 2 * k + 6, 4:24] = 1
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    losses = []
+    for _ in range(6):
+        loss = F.cross_entropy(model(x), y)
+        losses.append(loss.item())
+        optimizer.zero_grad()
+        loss.backward()
+        if len(losses) == 2:  # the second pass (the first reaches the localisation net only through zero weights)
+            assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+        optimizer.step()
+    assert losses[-1] < losses[0]

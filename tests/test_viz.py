@@ -1,0 +1,97 @@
+"""Figures: transformation grids, training curves and the animation over training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pytest
+import torch
+from PIL import Image
+
+from stn import sampling_grid, viz
+from stn.models import create_model
+
+
+def test_the_grid_is_drawn_in_input_pixels() -> None:
+    fig, ax = plt.subplots()
+    theta = torch.tensor([[0.5, 0.0, 0.5, 0.0, 0.5, 0.0]])  # the right half of the middle, zoomed in 2x
+    viz._draw_grid(ax, sampling_grid(theta, "affine", (20, 20))[0], (40, 40))
+    border = ax.lines[-1].get_xydata()
+    plt.close(fig)
+    # output pixel centres sit at normalised (2i+1)/20-1, i.e. source x in [0.025, 0.975], y in [-0.475, 0.475]
+    assert border[:, 0].min() == pytest.approx(20.0) and border[:, 0].max() == pytest.approx(39.0)
+    assert border[:, 1].min() == pytest.approx(10.0) and border[:, 1].max() == pytest.approx(29.0)
+
+
+def test_transformations_figure(tmp_path: Path) -> None:
+    inputs = torch.rand(4, 1, 42, 42)
+    theta = torch.tensor([[0.8, 0.1, 0.1, -0.1, 0.8, 0.0]]).expand(4, 6)
+    grids = sampling_grid(theta, "affine", (21, 21))
+    path = viz.plot_transformations(inputs, grids, torch.rand(4, 1, 21, 21), tmp_path / "f.png", title="t")
+    with Image.open(path) as image:
+        assert image.format == "PNG" and image.width > image.height  # 4 columns, 3 rows
+
+
+def test_transformations_figure_for_two_transformers_and_rgb(tmp_path: Path) -> None:
+    grids = sampling_grid(torch.tensor([[1.0, 0, 0, 0, 1, 0]]).expand(6, 6), "affine", (8, 8)).view(3, 2, 8, 8, 2)
+    path = viz.plot_transformations(torch.rand(3, 3, 16, 16), grids, torch.rand(3, 2, 3, 8, 8), tmp_path / "f.png")
+    assert path.is_file()
+
+
+def test_mismatched_shapes_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="grids"):
+        viz.plot_transformations(
+            torch.rand(2, 1, 8, 8), torch.rand(3, 8, 8, 2), torch.rand(3, 1, 8, 8), tmp_path / "f.png"
+        )
+
+
+def test_model_figure_needs_a_transformer(tmp_path: Path) -> None:
+    images = torch.rand(3, 1, 28, 28)
+    assert viz.plot_model_transformations(create_model("st-cnn-proj"), images, tmp_path / "st.png").is_file()
+    with pytest.raises(ValueError, match="no spatial transformer"):
+        viz.plot_model_transformations(create_model("cnn"), images, tmp_path / "cnn.png")
+
+
+def history(epochs: int, with_theta: bool) -> list[dict]:
+    records = []
+    for e in range(1, epochs + 1):
+        record = {"epoch": e, "train_loss": 1 / e, "test_loss": 1.2 / e, "train_error": 0.5 / e, "test_error": 0.6 / e}
+        if with_theta:
+            record |= {
+                "transformer.scale_mean": 1 - 0.1 * e,
+                "transformer.scale_std": 0.05,
+                "transformer.outside_frac": 0.01 * e,
+                "transformer.fold_frac": 0.0,
+            }
+        records.append(record)
+    return records
+
+
+@pytest.mark.parametrize("with_theta", [True, False])
+def test_curves(tmp_path: Path, with_theta: bool) -> None:
+    path = viz.plot_curves(history(3, with_theta), tmp_path / "curves.png", title="run")
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        assert image.width > (1200 if with_theta else 600)  # four panels with θ diagnostics, else two
+
+
+def test_curves_need_records(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="empty"):
+        viz.plot_curves([], tmp_path / "c.png")
+
+
+def test_training_gif_has_one_frame_per_kept_epoch(tmp_path: Path) -> None:
+    model = create_model("st-fcn-aff", in_shape=(1, 28, 28))
+    identity = torch.tensor([1.0, 0, 0, 0, 1, 0])
+    thetas = torch.stack([identity * s + torch.tensor([0, 0, 0.1 * s, 0, 0, 0]) for s in (1.0, 0.9, 0.8)])
+    history = {
+        "images": torch.rand(3, 1, 28, 28),
+        "epochs": [0, 1, 2],
+        "theta": {"transformer": thetas.view(3, 1, 1, 6).expand(3, 3, 1, 6)},
+    }
+    path = viz.training_gif(model, history, tmp_path / "anim.gif")
+    with Image.open(path) as gif:
+        assert gif.format == "GIF" and gif.n_frames == 3
+    with pytest.raises(ValueError, match="no θ history"):
+        viz.training_gif(model, {"images": torch.rand(1, 1, 28, 28), "epochs": [], "theta": {}}, tmp_path / "x.gif")
