@@ -1,0 +1,31 @@
+"""Each benchmark runs in its tiny smoke mode (CI checks that they work; speed is measured by hand, not here)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["bench_warp.py", "--smoke"],
+        ["bench_svhn.py", "--smoke"],
+        ["bench_train.py", "--steps", "1", "--batch-size", "8"],
+        ["bench_data.py", "--smoke", "--data-dir", "{tiny_mnist}"],
+    ],
+    ids=lambda a: a[0],
+)
+def test_benchmark_smoke(args: list[str], tiny_mnist: Path) -> None:
+    argv = [a.format(tiny_mnist=tiny_mnist) for a in args]
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARKS / argv[0]), *argv[1:]], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert re.search(r"\d\.\d+x", done.stdout), done.stdout[-2000:]  # every benchmark prints a ratio such as 1.04x
