@@ -185,5 +185,8 @@ class Projective(MatrixTransform):
         uvw = self.matrix(theta) @ homogeneous_grid(out_size, theta.device, theta.dtype)  # (B, 3, H*W)
         w = uvw[:, 2:]
         ahead = w > self.eps
-        xy = torch.where(ahead, uvw[:, :2] / torch.where(ahead, w, 1.0), self.outside)
+        # 1/w where the point is ahead, else 0, so that behind-horizon points become exactly `outside` with zero
+        # gradient; one fused multiply-add over the (B, 2, N) coordinates.
+        inverse = torch.where(ahead, torch.where(ahead, w, 1.0).reciprocal(), 0.0)
+        xy = torch.addcmul(torch.where(ahead, 0.0, self.outside), uvw[:, :2], inverse)
         return xy.view(theta.shape[0], 2, *out_size).movedim(1, -1)
