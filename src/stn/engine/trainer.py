@@ -55,6 +55,7 @@ __all__ = [
     "Trainer",
     "evaluate",
     "learning_rate",
+    "make_sgd",
     "resolve_device",
     "train",
 ]
@@ -73,6 +74,14 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
     return device
+
+
+def make_sgd(
+    model: nn.Module, *, lr: float, momentum: float, weight_decay: float, localization_lr_scale: float
+) -> torch.optim.SGD:
+    """SGD over :func:`stn.param_groups`: localisation nets at ``lr * localization_lr_scale``, the rest at ``lr``."""
+    groups = param_groups(model, lr, localization_lr_scale)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
 def learning_rate(step: int, total_steps: int, base_lr: float, milestones: tuple[float, ...], gamma: float) -> float:
@@ -228,11 +237,12 @@ class Trainer:
             torch.manual_seed(config.seed)
             self.model = create_model(config.model, **self.model_kwargs).to(self.device)
         self.num_params = count_parameters(self.model)
-        self.optimizer = torch.optim.SGD(
-            param_groups(self.model, config.lr, config.localization_lr_scale),
+        self.optimizer = make_sgd(
+            self.model,
             lr=config.lr,
             momentum=config.momentum,
             weight_decay=config.weight_decay,
+            localization_lr_scale=config.localization_lr_scale,
         )
         for group in self.optimizer.param_groups:
             group["initial_lr"] = group["lr"]

@@ -31,11 +31,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-import stn
 from stn.data.svhn import INPUT_SIZE, SVHNSequences, center_crops, random_crops
 from stn.engine.checkpoint import save_checkpoint
 from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import resolve_device
+from stn.engine.trainer import make_sgd, resolve_device
 from stn.models import create_model
 from stn.models.svhn import sequence_errors, sequence_loss
 
@@ -173,8 +172,13 @@ def train(
     desc: str = "train",
 ) -> list[float]:
     """SGD on random crops of shuffled batches for ``budget.iterations`` steps; returns the loss of each step."""
-    groups = stn.param_groups(model, budget.lr, budget.localization_lr_scale)
-    optimizer = torch.optim.SGD(groups, lr=budget.lr, momentum=budget.momentum, weight_decay=budget.weight_decay)
+    optimizer = make_sgd(
+        model,
+        lr=budget.lr,
+        momentum=budget.momentum,
+        weight_decay=budget.weight_decay,
+        localization_lr_scale=budget.localization_lr_scale,
+    )
     milestones = [int(f * budget.iterations) for f in budget.lr_milestones]
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
     generator = torch.Generator().manual_seed(seed)

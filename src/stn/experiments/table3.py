@@ -38,11 +38,10 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-import stn
 from stn.data.cub import CUB200
 from stn.engine.checkpoint import save_checkpoint
 from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import resolve_device
+from stn.engine.trainer import make_sgd, resolve_device
 from stn.models import create_model
 from stn.models.cub import attention_boxes
 
@@ -189,8 +188,13 @@ def train(
     desc: str = "train",
 ) -> list[float]:
     """SGD over shuffled, randomly flipped batches for ``budget.epochs`` epochs; returns each step's loss."""
-    groups = stn.param_groups(model, budget.lr, budget.localization_lr_scale)
-    optimizer = torch.optim.SGD(groups, lr=budget.lr, momentum=budget.momentum, weight_decay=budget.weight_decay)
+    optimizer = make_sgd(
+        model,
+        lr=budget.lr,
+        momentum=budget.momentum,
+        weight_decay=budget.weight_decay,
+        localization_lr_scale=budget.localization_lr_scale,
+    )
     milestones = [int(f * budget.epochs) for f in budget.lr_milestones]
     schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
     generator = torch.Generator().manual_seed(seed)
