@@ -207,3 +207,19 @@ def test_torch_compile():
     torch.testing.assert_close(theta, expected_theta, rtol=1e-5, atol=1e-5)
     (out.square().sum() + theta.sum()).backward()
     assert head_linear(st).weight.grad.abs().sum() > 0
+
+
+@pytest.mark.slow
+def test_torch_compile_trains_through_the_projective_closed_form_gradient():
+    x = torch.rand(3, 1, 8, 8)
+    st = stn.SpatialTransformer(tiny_localization(x), "projective", (6, 7))
+    randomise_head(st)
+
+    def grads(module: torch.nn.Module) -> list[torch.Tensor]:
+        st.zero_grad()
+        module(x).square().sum().backward()
+        return [p.grad.clone() for p in st.parameters()]
+
+    expected = grads(st)
+    for got, want in zip(grads(torch.compile(st)), expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
