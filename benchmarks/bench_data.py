@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import statistics
 import time
 
 import numpy as np
@@ -90,12 +91,13 @@ def main() -> None:
     parser.add_argument("--data-dir", default=None, help="MNIST folder (default: the usual search)")
     parser.add_argument("--num", type=int, default=60_000, help="digits per epoch (default 60,000)")
     parser.add_argument("--scipy-subset", type=int, default=2_000, help="digits the scipy loop is timed on")
+    parser.add_argument("--repeats", type=int, default=5, help="interleaved runs of each side; medians (default 5)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default torch's choice; 1 is faster on a machine shared by other jobs)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    num, subset = (2_000, 100) if args.smoke else (args.num, args.scipy_subset)
+    num, subset, repeats = (2_000, 100, 1) if args.smoke else (args.num, args.scipy_subset, args.repeats)
 
     mnist = load_mnist(args.data_dir, "train")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
@@ -109,15 +111,20 @@ def main() -> None:
     rows = []
     for variant, per_image in (("rts", scipy_rts), ("tc", scipy_tc)):
         DistortedMNIST(variant, "train", mnist=data, num_samples=64).epoch_tensors()  # warm-up
-        dataset = DistortedMNIST(variant, "train", mnist=data, num_samples=num if num != len(mnist) else None)
-        ours, (images, _) = _timed(dataset.epoch_tensors)
-        assert images.shape[0] == num
-        scipy_seconds, _ = _timed(lambda fn=per_image: fn(digits, np.random.default_rng(0)))
-        scipy_epoch = scipy_seconds / subset * num
+        ours_runs, scipy_runs = [], []
+        for _ in range(repeats):  # interleaved, so that a slow spell of a shared machine hits both sides
+            dataset = DistortedMNIST(variant, "train", mnist=data, num_samples=num if num != len(mnist) else None)
+            seconds, (images, _) = _timed(dataset.epoch_tensors)
+            assert images.shape[0] == num
+            del dataset, images
+            ours_runs.append(seconds)
+            seconds, _ = _timed(lambda fn=per_image: fn(digits, np.random.default_rng(0)))
+            scipy_runs.append(seconds / subset * num)
         train_epoch = training_epoch_seconds(variant, num)
-        rows.append((variant.upper(), ours, scipy_epoch, train_epoch))
+        rows.append((variant.upper(), statistics.median(ours_runs), statistics.median(scipy_runs), train_epoch))
 
-    print(f"\nGenerating one epoch of {num:,} distorted digits (scipy loop timed on {subset:,} digits, extrapolated)")
+    print(f"\nGenerating one epoch of {num:,} distorted digits, median of {repeats} interleaved runs "
+          f"(scipy loop timed on {subset:,} digits, extrapolated)")
     header = f"{'variant':<8}{'ours (s)':>10}{'per-image scipy (s)':>22}{'speed-up':>10}"
     header += f"{'ST-CNN train epoch (s)':>25}{'generation / train':>20}"
     print(header)

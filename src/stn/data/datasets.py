@@ -214,12 +214,12 @@ class DistortedMNIST(Dataset):
         generator = torch.Generator().manual_seed(block_seed(self.variant, self.seed, self.split, epoch_key, block))
         index = self.digit_index[block * BLOCK_SIZE : (block + 1) * BLOCK_SIZE]
         pool, labels = self.mnist.images, self.mnist.labels
-        digits = pool[index].to(device)
+        digits = pool.index_select(0, index).to(device)
         extra: dict[str, Tensor] = {"index": index}
         options = {}
         if self.variant == "addition":
             partner = torch.randint(0, len(pool), (len(index),), generator=generator)
-            digits = torch.stack([digits, pool[partner].to(device)], dim=1)
+            digits = torch.stack([digits, pool.index_select(0, partner).to(device)], dim=1)
             extra["partner"] = partner
             label = labels[index] + labels[partner]
         else:

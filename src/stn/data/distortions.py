@@ -226,17 +226,20 @@ def _paste(x: Tensor, offset: Tensor, out_size: tuple[int, int]) -> Tensor:
     """Translate ``x`` ``(N, C, h, w)`` by whole-pixel ``offset`` (of its centre from the canvas centre) into a
     zero canvas ``out_size``: an exact, interpolation-free :func:`stn.warp` with the translation's θ.
 
-    Done as two gathers (rows, then columns) from ``x`` with a zero border, where every read from outside
-    ``x`` lands; the index tensors are broadcast views, so the only large write is the output.
+    One scatter of the ``h * w`` source pixels per image; pixels that land outside the canvas go to a spare
+    last column that is dropped, so nothing is clamped onto a real pixel. (Gathering the whole canvas instead
+    reads and writes ``H * W`` elements per image and is several times slower.)
     """
     n, c, h, w = x.shape
     height, width = out_size
     top_left = (offset + torch.tensor([(width - w) / 2, (height - h) / 2], dtype=torch.float64)).round().long()
-    rows = (torch.arange(height) - top_left[:, 1:] + 1).clamp(0, h + 1).to(x.device)  # (N, H) rows of padded
-    cols = (torch.arange(width) - top_left[:, :1] + 1).clamp(0, w + 1).to(x.device)  # (N, W) columns of padded
-    padded = F.pad(x, (1, 1, 1, 1))
-    picked = padded.gather(2, rows.view(n, 1, height, 1).expand(n, c, height, w + 2))
-    return picked.gather(3, cols.view(n, 1, 1, width).expand(n, c, height, width))
+    rows = torch.arange(h) + top_left[:, 1:]  # (N, h) canvas rows of the source rows
+    cols = torch.arange(w) + top_left[:, :1]  # (N, w)
+    inside = ((rows >= 0) & (rows < height))[:, :, None] & ((cols >= 0) & (cols < width))[:, None, :]
+    target = torch.where(inside, rows[:, :, None] * width + cols[:, None, :], height * width)  # (N, h, w)
+    canvas = x.new_zeros(n, c, height * width + 1)
+    canvas.scatter_(2, target.view(n, 1, h * w).expand(n, c, h * w).to(x.device), x.reshape(n, c, h * w))
+    return canvas[..., : height * width].unflatten(2, (height, width))
 
 
 def _homography(p: Tensor, q: Tensor) -> Tensor:
@@ -385,8 +388,8 @@ def _add_clutter_(
     ar = torch.arange(clutter_size)
     rows = (crop[..., 1:] + ar)[..., :, None]  # (N, K, S, 1)
     cols = (crop[..., :1] + ar)[..., None, :]  # (N, K, 1, S)
-    dev = pool.device
-    pieces = pool[index[..., None, None].to(dev), rows.to(dev), cols.to(dev)]  # (N, K, S, S)
+    flat = (index[..., None, None] * h + rows) * w + cols  # (N, K, S, S) into the flattened pool
+    pieces = pool.reshape(-1).take(flat.to(pool.device))
     pieces = pieces.float().div(255) if pieces.dtype == torch.uint8 else pieces.float()
     pieces = pieces.reshape(n, 1, -1).expand(n, canvas.shape[1], -1).to(canvas.device)
     target = (pos[..., 1:] + ar)[..., :, None] * width + (pos[..., :1] + ar)[..., None, :]
