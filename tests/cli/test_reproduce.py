@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -66,3 +67,16 @@ def test_table1_rejects_unknown_variants(capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         main(["reproduce", "table1", "--data", "R,XYZ"])
     assert "rts" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("extra", "lr"), [([], 0.03), (["--budget", "paper"], 0.01), (["--lr", "0.2"], 0.2)])
+def test_table1_learning_rate_follows_the_budget_unless_given(
+    tiny_mnist: Path, tmp_path: Path, extra: list[str], lr: float
+) -> None:
+    args = ["reproduce", "table1", "--data", "R", "--models", "fcn", "--iterations", "1", "--batch-size", "8",
+            "--num-train", "8", "--num-test", "8", "--data-dir", str(tiny_mnist), "--out", str(tmp_path), "--quiet"]
+    assert main(args + extra) == 0
+    config = json.loads((tmp_path / "r" / "fcn" / "seed0" / "config.json").read_text())
+    assert config["lr"] == lr
+    command = (tmp_path / "table1.md").read_text().split("Command: `")[1].split("`")[0]
+    assert ("--lr" in command) == ("--lr" in extra)
