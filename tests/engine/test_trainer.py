@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
+import stn
 from stn.engine.checkpoint import CheckpointError, load_checkpoint
 from stn.engine.config import TrainConfig
 from stn.engine.metrics import read_jsonl
-from stn.engine.trainer import Trainer, learning_rate, train
+from stn.engine.trainer import Trainer, apply_lr_schedule, learning_rate, make_sgd, scheduled_step, train
 
 
 def tiny_config(data_dir: Path, **overrides) -> TrainConfig:
@@ -39,6 +41,33 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_learning_rate_steps_down_at_the_milestones() -> None:
     lrs = [learning_rate(s, 9, 0.01, (1 / 3, 2 / 3), 0.1) for s in range(9)]
     assert lrs == pytest.approx([0.01] * 3 + [0.001] * 3 + [0.0001] * 3)
+
+
+def test_the_schedule_keeps_each_groups_ratio_to_the_base_rate() -> None:
+    model = nn.Sequential(stn.SpatialTransformer(stn.FCLocalization((1, 6, 6), hidden=(4,))), nn.Conv2d(1, 2, 3))
+    optimizer = make_sgd(model, lr=0.01, momentum=0.9, weight_decay=0.0, localization_lr_scale=0.1)
+    assert [g["name"] for g in optimizer.param_groups] == ["base", "localization"]
+    # out of order: the rates are a function of the step (a resumed run must get them back), not of the calls
+    for step, decays in [(0, 0), (3, 1), (8, 2), (2, 0), (6, 2), (5, 1)]:
+        factor = apply_lr_schedule(optimizer, step, 9, (1 / 3, 2 / 3))
+        assert factor == pytest.approx(0.1**decays)
+        assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.01 * 0.1**decays, 0.001 * 0.1**decays])
+        assert [g["initial_lr"] for g in optimizer.param_groups] == [0.01, 0.001]
+    apply_lr_schedule(optimizer, 1, 2, (0.5,), gamma=0.5)
+    assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.005, 0.0005])
+
+
+def test_a_scheduled_step_descends_on_fresh_gradients_at_the_steps_rate() -> None:
+    w = nn.Parameter(torch.tensor(3.0))
+    optimizer = torch.optim.SGD([w], lr=0.1)
+    losses = []
+    for step in range(2):
+        loss = w**2
+        losses.append(loss.item())
+        scheduled_step(loss, optimizer, step, 2, (0.5,))
+    # step 0: w -= 0.1 * 6; step 1 at lr 0.01 on the gradient 4.8 alone (accumulated ones would give 2.292)
+    assert w.item() == pytest.approx(2.352)
+    assert (w**2).item() < losses[1] < losses[0]
 
 
 def test_a_run_writes_checkpoint_metrics_summary_and_figures(tiny_mnist: Path, tmp_path: Path) -> None:

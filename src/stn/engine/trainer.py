@@ -53,10 +53,12 @@ __all__ = [
     "SUMMARY_FILE",
     "TrainResult",
     "Trainer",
+    "apply_lr_schedule",
     "evaluate",
     "learning_rate",
     "make_sgd",
     "resolve_device",
+    "scheduled_step",
     "train",
 ]
 
@@ -93,6 +95,57 @@ def learning_rate(step: int, total_steps: int, base_lr: float, milestones: tuple
     """
     passed = sum(step >= round(m * total_steps) for m in milestones)
     return base_lr * gamma**passed
+
+
+def apply_lr_schedule(
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    total_steps: int,
+    milestones: tuple[float, ...],
+    *,
+    gamma: float = 0.1,
+) -> float:
+    """Set every param group's lr to its ``initial_lr`` times the :func:`learning_rate` factor at ``step``.
+
+    ``initial_lr`` (the key ``torch.optim.lr_scheduler`` uses) is stored on the first call, so groups built at
+    different rates (:func:`make_sgd`'s localisation group) keep their ratio to the base rate. The lrs depend on
+    ``step`` alone, not on earlier calls, so a resumed run gets the same rates. ``step`` and ``total_steps`` may
+    count optimiser steps or epochs. Returns the factor.
+
+    Example:
+        >>> opt = make_sgd(model, lr=0.01, momentum=0.9, weight_decay=0.0, localization_lr_scale=0.1)
+        >>> apply_lr_schedule(opt, 5_000, 10_000, (0.5, 0.75))
+        0.1
+        >>> [g["lr"] for g in opt.param_groups]  # doctest: +SKIP
+        [0.001, 0.0001]
+    """
+    factor = learning_rate(step, total_steps, 1.0, milestones, gamma)
+    for group in optimizer.param_groups:
+        group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+    return factor
+
+
+def scheduled_step(
+    loss: Tensor,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    total_steps: int,
+    milestones: tuple[float, ...],
+    *,
+    gamma: float = 0.1,
+) -> None:
+    """One optimisation step on the scalar ``loss`` at the learning rates of ``step`` (see
+    :func:`apply_lr_schedule`): set the rates, clear the gradients, backpropagate, update.
+
+    Example:
+        >>> for step in range(budget.iterations):
+        ...     loss = F.cross_entropy(model(x), y)
+        ...     scheduled_step(loss, optimizer, step, budget.iterations, (2 / 3,))
+    """
+    apply_lr_schedule(optimizer, step, total_steps, milestones, gamma=gamma)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
 
 
 @torch.no_grad()
@@ -244,8 +297,6 @@ class Trainer:
             weight_decay=config.weight_decay,
             localization_lr_scale=config.localization_lr_scale,
         )
-        for group in self.optimizer.param_groups:
-            group["initial_lr"] = group["lr"]
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
         self.net = (
             DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
@@ -366,10 +417,7 @@ class Trainer:
 
     def _set_lr(self) -> float:
         c = self.config
-        factor = learning_rate(self.step, self.total_steps, 1.0, c.lr_milestones, c.lr_gamma)
-        for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
-        return c.lr * factor
+        return c.lr * apply_lr_schedule(self.optimizer, self.step, self.total_steps, c.lr_milestones, gamma=c.lr_gamma)
 
     def _record_thetas(self, epoch: int) -> None:
         samples = self.theta_history["images"]

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 from stn.data.svhn import INPUT_SIZE, SVHNSequences, center_crops, random_crops
 from stn.engine.checkpoint import save_checkpoint
 from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import make_sgd, resolve_device
+from stn.engine.trainer import make_sgd, resolve_device, scheduled_step
 from stn.models import create_model
 from stn.models.svhn import sequence_errors, sequence_loss
 
@@ -179,23 +179,18 @@ def train(
         weight_decay=budget.weight_decay,
         localization_lr_scale=budget.localization_lr_scale,
     )
-    milestones = [int(f * budget.iterations) for f in budget.lr_milestones]
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
     generator = torch.Generator().manual_seed(seed)
     total = sum(len(d) for d in datasets)
     order, position, losses = torch.randperm(total, generator=generator), 0, []
     model.train()
-    for _ in tqdm(range(budget.iterations), desc=desc, unit="step"):
+    for step in tqdm(range(budget.iterations), desc=desc, unit="step"):
         if position + budget.batch_size > total:
             order, position = torch.randperm(total, generator=generator), 0
         images, labels = _read_batch(datasets, order[position : position + budget.batch_size])
         position += budget.batch_size
         x = random_crops(images, input_size, generator).to(device).float().div_(255)
         loss = sequence_loss(model(x), labels.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        schedule.step()
+        scheduled_step(loss, optimizer, step, budget.iterations, budget.lr_milestones)
         losses.append(loss.item())
     return losses
 

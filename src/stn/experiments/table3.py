@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from stn.data.cub import CUB200
 from stn.engine.checkpoint import save_checkpoint
 from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import make_sgd, resolve_device
+from stn.engine.trainer import make_sgd, resolve_device, scheduled_step
 from stn.models import create_model
 from stn.models.cub import attention_boxes
 
@@ -195,8 +195,6 @@ def train(
         weight_decay=budget.weight_decay,
         localization_lr_scale=budget.localization_lr_scale,
     )
-    milestones = [int(f * budget.epochs) for f in budget.lr_milestones]
-    schedule = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones, gamma=0.1)
     generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
         dataset, budget.batch_size, shuffle=True, num_workers=workers, generator=generator, drop_last=True
@@ -208,11 +206,8 @@ def train(
             flip = torch.rand(len(images), generator=generator) < 0.5
             images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images).to(device)
             loss = F.cross_entropy(model(images), labels.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scheduled_step(loss, optimizer, epoch, budget.epochs, budget.lr_milestones)  # the rate moves per epoch
             losses.append(loss.item())
-        schedule.step()
     return losses
 
 

@@ -44,7 +44,7 @@ from stn.data import MNIST, load_mnist
 from stn.data.datasets import block_seed
 from stn.engine.config import TEST_SEED
 from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import learning_rate, resolve_device
+from stn.engine.trainer import resolve_device, scheduled_step
 from stn.experiments._appendix import add_common_arguments, budget_from_args, image_rows
 from stn.models import create_model
 from stn.models.appendix import SLAB_DEPTH, VOLUME_SHAPE
@@ -239,16 +239,11 @@ def _train(models: dict[str, nn.Module], data: PosedVolumes, budget: Budget, dev
     bar = tqdm(total=budget.iterations, unit="step", desc="3-D models", dynamic_ncols=True)
     while step < budget.iterations:
         for x, y in data.batches(budget.batch_size, step // per_epoch, device, start=step % per_epoch):
-            lr = learning_rate(step, budget.iterations, budget.lr, budget.lr_milestones, 0.1)
             losses = {}
             for key, model in models.items():
                 start = time.perf_counter()
-                for group in optimizers[key].param_groups:
-                    group["lr"] = lr
                 loss = F.cross_entropy(model(x), y)
-                optimizers[key].zero_grad(set_to_none=True)
-                loss.backward()
-                optimizers[key].step()
+                scheduled_step(loss, optimizers[key], step, budget.iterations, budget.lr_milestones)
                 seconds[key] += time.perf_counter() - start
                 losses[key] = f"{loss.item():.3f}"
             step += 1
