@@ -156,6 +156,18 @@ def test_seed_decides_the_weights(tiny_mnist: Path, tmp_path: Path) -> None:
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
+def test_channels_last_changes_the_layout_not_the_training(tiny_mnist: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_mnist, model="st-cnn-aff", epochs=1)
+    trainer = Trainer(config, tmp_path / "nhwc", progress=False, figures=False)
+    conv = next(m for m in trainer.model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
+    trainer.fit()
+    train(TrainConfig(**{**config.to_dict(), "channels_last": False}), tmp_path / "nchw", progress=False, figures=False)
+    nhwc, nchw = weights(tmp_path / "nhwc"), weights(tmp_path / "nchw")
+    for key in nchw:
+        torch.testing.assert_close(nhwc[key], nchw[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
 def test_an_existing_run_is_not_overwritten_and_resume_checks_the_config(tiny_mnist: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_mnist, model="fcn", epochs=1)
     train(config, tmp_path / "run", progress=False, figures=False)

@@ -289,6 +289,8 @@ class Trainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.model = create_model(config.model, **self.model_kwargs).to(self.device)
+        if config.channels_last and len(self.model_kwargs["in_shape"]) == 3:
+            self.model.to(memory_format=torch.channels_last)
         self.num_params = count_parameters(self.model)
         self.optimizer = make_sgd(
             self.model,

@@ -63,7 +63,7 @@ PAPER: dict[str, dict[str, float]] = {
 }
 _PAPER_ITERATIONS = 150_000
 # Configuration fields that may differ between a finished run and a new request without redoing the run.
-_IRRELEVANT = frozenset({"device", "data_dir", "download", "tensorboard", "eval_batch_size"})
+_IRRELEVANT = frozenset({"device", "data_dir", "download", "tensorboard", "eval_batch_size", "channels_last"})
 
 
 @dataclass(frozen=True)
