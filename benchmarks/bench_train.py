@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/bench_train.py                    # RTS (42x42), batch 256, CPU
     python benchmarks/bench_train.py --steps 50 --device cuda
+    python benchmarks/bench_train.py --channels-last     # NHWC weights, as `stn train` runs 2-D models
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20, help="timed steps per variant (default 20)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--channels-last", action="store_true", help="NHWC weights for every variant, as stn train")
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -103,13 +105,16 @@ def main() -> None:
     with torch.no_grad():
         diff = (ours(x) - plain(x)).abs().max().item()
     print(f"ours vs plain output difference: {diff:.2e} (same weights, same function)")
-    classifier_only = nn.Sequential(nn.AvgPool2d(2), ours.classifier).to(device)
-    variants = {
-        "ST-CNN (stn library)": _stepper(ours, x, y),
-        "ST-CNN (plain PyTorch)": _stepper(plain, x, y),
-        "its classifier alone": _stepper(classifier_only, x, y),
-        "Table 1 CNN (42x42 input)": _stepper(create_model("cnn", in_shape=(1, 42, 42)).to(device), x, y),
+    models = {
+        "ST-CNN (stn library)": ours,
+        "ST-CNN (plain PyTorch)": plain,
+        "its classifier alone": nn.Sequential(nn.AvgPool2d(2), ours.classifier).to(device),
+        "Table 1 CNN (42x42 input)": create_model("cnn", in_shape=(1, 42, 42)).to(device),
     }
+    if args.channels_last:  # every variant alike, as `stn train` keeps its models
+        for model in models.values():
+            model.to(memory_format=torch.channels_last)
+    variants = {name: _stepper(model, x, y) for name, model in models.items()}
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     times: dict[str, list[float]] = {name: [] for name in variants}
     for round_ in range(args.steps + 3):  # 3 warm-up rounds
@@ -121,9 +126,10 @@ def main() -> None:
             if round_ >= 3:
                 times[name].append(time.perf_counter() - start)
     median = {name: statistics.median(t) for name, t in times.items()}
+    layout = "channels-last" if args.channels_last else "NCHW"
     print(
-        f"\nbatch {args.batch_size} on {device} ({torch.get_num_threads()} threads), median of {args.steps} "
-        "interleaved steps:"
+        f"\nbatch {args.batch_size} on {device} ({torch.get_num_threads()} threads, {layout}), median of "
+        f"{args.steps} interleaved steps:"
     )
     for name, t in median.items():
         print(f"  {name:<28} {1000 * t:8.1f} ms/step  {args.batch_size / t:8.0f} images/s")

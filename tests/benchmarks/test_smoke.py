@@ -18,9 +18,10 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         ["bench_warp.py", "--smoke"],
         ["bench_svhn.py", "--smoke"],
         ["bench_train.py", "--steps", "1", "--batch-size", "8"],
+        ["bench_train.py", "--steps", "1", "--batch-size", "8", "--channels-last"],
         ["bench_data.py", "--smoke", "--data-dir", "{tiny_mnist}"],
     ],
-    ids=lambda a: a[0],
+    ids=lambda a: " ".join(a[:1] + a[5:]),
 )
 def test_benchmark_smoke(args: list[str], tiny_mnist: Path) -> None:
     argv = [a.format(tiny_mnist=tiny_mnist) for a in args]
