@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -80,6 +82,22 @@ def test_bad_arguments(kwargs: dict, match: str) -> None:
 def test_a_budget_smaller_than_the_localisation_net_is_refused() -> None:
     with pytest.raises(ValueError, match="no room"):
         create_model("st-fcn-aff", in_shape=(1, 42, 42), target_params=20_000)
+
+
+@pytest.mark.parametrize(
+    ("name", "built_for", "given"),
+    [
+        ("st-cnn-aff", (1, 42, 42), (2, 1, 28, 28)),  # another variant's digits
+        ("cnn", (1, 28, 28), (2, 3, 28, 28)),  # colour images
+        ("add-2xst-fcn-aff", (2, 42, 42), (2, 1, 42, 42)),  # one channel of the addition pair
+        ("volume-st", (1, 60, 60, 60), (2, 1, 60, 60)),  # an image instead of a volume
+    ],
+)
+def test_an_input_of_another_shape_is_refused_naming_both(name: str, built_for: tuple, given: tuple) -> None:
+    model = create_model(name, in_shape=built_for)
+    expected = f"(B, {', '.join(map(str, built_for))})"
+    with pytest.raises(ValueError, match=re.escape(expected) + ".*" + re.escape(str(given))):
+        model(torch.rand(given))
 
 
 def test_unknown_name_lists_the_known_ones() -> None:

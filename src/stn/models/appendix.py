@@ -130,7 +130,7 @@ def addition_model(
     if width is None:
         budget = target_params - count_parameters(transformer)
         width = solve_width(lambda n: fcn_classifier(cls_shape, num_classes, n), budget)
-    return DigitClassifier(fcn_classifier(cls_shape, num_classes, width), transformer, downsample=2)
+    return DigitClassifier(fcn_classifier(cls_shape, num_classes, width), transformer, 2, in_shape=(c, h, w))
 
 
 def _register_addition(kind: str, transform: str | None) -> None:
@@ -315,7 +315,8 @@ def volume_model(
         stages.append(SpatialTransformer(loc, "affine3d", size))
     stages.append(DepthProjection(projection_scale))
     classifier = cnn_classifier((c, size[1], size[2]), num_classes, channels)
-    return DigitClassifier(classifier, nn.Sequential(*stages), downsample=1 if transform else h // size[1])
+    downsample = 1 if transform else h // size[1]
+    return DigitClassifier(classifier, nn.Sequential(*stages), downsample, in_shape=(c, d, h, w))
 
 
 # --- registration --------------------------------------------------------------------------------------------

@@ -71,21 +71,37 @@ class DigitClassifier(nn.Module):
 
     Args:
         classifier: maps ``(B, C, H', W')`` to logits ``(B, classes)``.
-        transformer: optional :class:`stn.SpatialTransformer` applied first.
+        transformer: optional spatial transformer applied first (a :class:`stn.SpatialTransformer` or any module
+            such as :class:`stn.ParallelSpatialTransformer`).
         downsample: average-pooling factor between transformer and classifier (1 = none).
+        in_shape: the ``(C, H, W)`` (or ``(C, D, H, W)``) the model was built for; inputs of another shape are
+            refused with a ``ValueError`` naming both (None: no check).
 
     Shapes: ``(B, C, H, W) -> (B, classes)``.
     """
 
-    def __init__(self, classifier: nn.Module, transformer: SpatialTransformer | None = None, downsample: int = 1):
+    def __init__(
+        self,
+        classifier: nn.Module,
+        transformer: nn.Module | None = None,
+        downsample: int = 1,
+        *,
+        in_shape: Sequence[int] | None = None,
+    ):
         super().__init__()
         if downsample < 1:
             raise ValueError(f"downsample must be a positive int, got {downsample}")
         self.transformer = transformer
         self.pool = nn.AvgPool2d(downsample) if downsample > 1 else nn.Identity()
         self.classifier = classifier
+        self.in_shape = None if in_shape is None else tuple(int(s) for s in in_shape)
 
     def forward(self, x: Tensor) -> Tensor:
+        # Not while tracing: the check would be baked into the export as a constant.
+        if self.in_shape is not None and not torch.jit.is_tracing() and tuple(x.shape[1:]) != self.in_shape:
+            raise ValueError(
+                f"this model takes inputs (B, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}"
+            )
         if self.transformer is not None:
             x = self.transformer(x)
         return self.classifier(self.pool(x))
@@ -201,7 +217,7 @@ def mnist_model(
                 f"target_params={target_params} leaves no room for the classifier (the spatial "
                 f"transformer alone has {fixed} parameters)"
             )
-    return DigitClassifier(make(cls_shape, num_classes, width), transformer, downsample)
+    return DigitClassifier(make(cls_shape, num_classes, width), transformer, downsample, in_shape=(c, h, w))
 
 
 def _register(name: str, kind: str, transform: str | None) -> None:
