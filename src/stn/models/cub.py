@@ -119,10 +119,10 @@ def build_backbone(name: str = "tiny", pretrained: bool = False) -> nn.Module:
         return BUILTIN_BACKBONES[name]()
     try:
         import timm
-    except ImportError:
+    except ImportError as error:  # timm missing, or one of its own imports (torchvision) missing
         raise KeyError(
             f"unknown backbone {name!r}: built-in backbones are {sorted(BUILTIN_BACKBONES)}; other names come from "
-            "timm, which is not installed (pip install 'stn[cub]')"
+            f"timm, which could not be imported ({error}; pip install 'stn[cub]', which brings timm and torchvision)"
         ) from None
     if not timm.is_model(name):
         raise KeyError(f"unknown backbone {name!r}: neither built in ({sorted(BUILTIN_BACKBONES)}) nor a timm model")
