@@ -62,8 +62,6 @@ PAPER: dict[str, dict[str, float]] = {
     "st-cnn-tps": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.1, "tc": 1.7},
 }
 _PAPER_ITERATIONS = 150_000
-# Configuration fields that may differ between a finished run and a new request without redoing the run.
-_IRRELEVANT = frozenset({"device", "data_dir", "download", "tensorboard", "eval_batch_size", "channels_last"})
 
 
 @dataclass(frozen=True)
@@ -132,12 +130,14 @@ def _run_dir(out: Path, variant: str, model: str, seed: int) -> Path:
 
 def _finished(run_dir: Path, config: Any) -> bool:
     """Whether ``run_dir`` holds a finished run of ``config`` (up to fields that do not change results)."""
-    from stn.engine.config import TrainConfig
+    from stn.engine.config import RESUMABLE_FIELDS, TrainConfig
 
     summary, saved = run_dir / "summary.json", run_dir / "config.json"
     if not (summary.is_file() and saved.is_file()):
         return False
-    return not TrainConfig.from_dict(json.loads(saved.read_text())).differences(config, ignore=_IRRELEVANT)
+    # What a resume may change does not change results either, except the length of training.
+    irrelevant = RESUMABLE_FIELDS - {"epochs", "iterations"}
+    return not TrainConfig.from_dict(json.loads(saved.read_text())).differences(config, ignore=irrelevant)
 
 
 def _summaries(out: Path, variant: str, model: str, seeds: int) -> list[dict[str, Any]]:
