@@ -1,4 +1,5 @@
-"""Co-localisation: boxes, IoU, the triplet loss, the data sets, one optimisation and an end-to-end quick run."""
+"""Co-localisation: boxes, IoU, candidates, the triplet loss, best response, the transformer's fit, the data sets
+and an end-to-end quick run."""
 
 from __future__ import annotations
 
@@ -10,16 +11,19 @@ import pytest
 import torch
 
 from stn.data import load_mnist
-from stn.engine.checkpoint import save_checkpoint
+from stn.engine.checkpoint import load_checkpoint, save_checkpoint
 from stn.experiments import colocalization
 from stn.experiments.colocalization import (
     Budget,
     attention_boxes,
+    best_response,
     box_iou,
+    candidate_crops,
     colocalization_set,
     colocalize,
-    random_crops,
-    triplet_loss,
+    expected_triplet_loss,
+    fit_transformer,
+    fraction_localised,
 )
 from stn.models import create_model
 
@@ -38,23 +42,98 @@ def test_box_iou() -> None:
     torch.testing.assert_close(box_iou(a, b), torch.tensor([1.0, 50 / 150, 0.0]))
 
 
-def test_triplet_loss_is_the_papers_hinge() -> None:
-    anchor = torch.tensor([[0.0, 0.0], [0.0, 0.0]])
-    positive = torch.tensor([[1.0, 0.0], [0.0, 0.5]])
-    negative = torch.tensor([[1.0, 1.0], [3.0, 0.0]])
-    # row 1: 1 - 2 + 1 = 0; row 2: 0.25 - 9 + 1 < 0 -> 0; with margin 2: 1 and 0
-    assert triplet_loss(anchor, positive, negative, margin=1.0).item() == 0.0
-    assert triplet_loss(anchor, positive, negative, margin=2.0).item() == pytest.approx(0.5)
-    assert triplet_loss(anchor, negative, positive, margin=1.0).item() == pytest.approx((2 + 9.75) / 2)
+def test_candidate_crops_tile_the_image_at_the_stride() -> None:
+    theta = candidate_crops(84, 28, 4)
+    assert theta.shape == (15 * 15, 3) and (theta[:, 0] == 1 / 3).all()
+    boxes = attention_boxes(theta, (84, 84))
+    torch.testing.assert_close(boxes[0], torch.tensor([0.0, 0.0, 28.0, 28.0]))
+    torch.testing.assert_close(boxes[1], torch.tensor([4.0, 0.0, 32.0, 28.0]))  # row by row
+    torch.testing.assert_close(boxes[15], torch.tensor([0.0, 4.0, 28.0, 32.0]))
+    torch.testing.assert_close(boxes[-1], torch.tensor([56.0, 56.0, 84.0, 84.0]))
+    torch.testing.assert_close(theta[len(theta) // 2], torch.tensor([1 / 3, 0.0, 0.0]))  # the centred crop
+    assert candidate_crops(84, 28, 5).shape == (12 * 12, 3)  # the last window stops short of the border
+    for size, crop, stride in [(20, 28, 4), (84, 28, 0)]:
+        with pytest.raises(ValueError, match="crop"):
+            candidate_crops(size, crop, stride)
 
 
-def test_random_crops_keep_the_scale_and_stay_inside_the_image() -> None:
-    theta = torch.tensor([[0.3, 0.9, -0.9], [1.5, 0.0, 0.0]]).repeat(200, 1)
-    crops = random_crops(theta, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(crops[:, 0], theta[:, 0].clamp(max=1.0))
-    boxes = attention_boxes(crops, (84, 84))
-    assert boxes.min() >= 0 and boxes.max() <= 84
-    assert crops[::2, 1].std() > 0.3  # positions spread over the image
+def test_expected_triplet_loss_averages_the_papers_hinge_over_partners_and_random_crops() -> None:
+    g = torch.Generator().manual_seed(0)
+    candidates, partners, randoms = (torch.randn(k, 5, generator=g) for k in (4, 3, 6))
+    loss = expected_triplet_loss(torch.cdist(candidates, partners) ** 2, torch.cdist(candidates, randoms) ** 2, 2.0)
+    for c in range(4):
+        terms = [
+            max(0.0, ((candidates[c] - p) ** 2).sum().item() - ((candidates[c] - r) ** 2).sum().item() + 2.0)
+            for p in partners
+            for r in randoms
+        ]
+        assert loss[c].item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+
+
+def _planted(objects: torch.Tensor, g: int = 24) -> torch.Tensor:
+    """Embeddings ``(n, g, 7)`` of ``g`` crops along a line through each image: a crop ``d`` steps from the
+    image's object sees it as bump ``k = d`` of seven (partly when ``|d| <= 3``), a crop further off sees nothing."""
+    d = torch.arange(g).unsqueeze(0) - objects.unsqueeze(1)  # (n, g)
+    return torch.exp(-((d.unsqueeze(2) - torch.arange(-3, 4)) ** 2).float())
+
+
+def test_best_response_finds_the_crops_the_images_have_in_common() -> None:
+    objects = torch.tensor([9, 12, 14, 7, 11, 13])  # every start crop (12) overlaps its object, as a centred crop
+    embeddings = _planted(objects)
+    history, losses = best_response(embeddings, torch.full((6,), 12), margin=1.0, rounds=10)
+    torch.testing.assert_close(history[0], torch.full((6,), 12))
+    torch.testing.assert_close(history[-1], objects)
+    assert len(history) == len(losses) + 1 < 11  # stopped once a sweep changed nothing
+    assert losses[-1] < losses[0]
+    again, _ = best_response(embeddings, torch.full((6,), 12), rounds=1)
+    assert len(again) == 2  # one sweep at most
+    with pytest.raises(ValueError, match="2 images"):
+        best_response(embeddings[:1], torch.zeros(1, dtype=torch.long))
+
+
+def test_best_response_keeps_crops_that_all_see_nothing() -> None:
+    # the known limit: when no image's crop catches its object, empty crops are every image's best response
+    objects = torch.tensor([3, 20, 5, 18])
+    history, _ = best_response(_planted(objects), torch.full((4,), 12), margin=1.0, rounds=5)
+    assert ((history[-1] - objects).abs() > 3).all()  # (empty crops tie: which one is taken does not matter)
+
+
+def _squares(positions: list[tuple[int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """84x84 images, each with one textured 28x28 square at ``(x0, y0)``, and the squares' boxes."""
+    pattern = torch.full((28, 28), 0.6)  # ink up to the square's edges: only the exact crop holds all of it
+    pattern[8:20, 8:20] = 0.0
+    pattern[2:6, 12:26] = 1.0
+    images = torch.zeros(len(positions), 1, 84, 84)
+    for i, (x0, y0) in enumerate(positions):
+        images[i, 0, y0 : y0 + 28, x0 : x0 + 28] = pattern
+    boxes = torch.tensor([[x0, y0, x0 + 28, y0 + 28] for x0, y0 in positions], dtype=torch.float32)
+    return images, boxes
+
+
+def test_fit_transformer_learns_to_take_the_given_crops() -> None:
+    images, boxes = _squares([(0, 0), (56, 8), (20, 40), (48, 52), (28, 28), (8, 56)])
+    target = torch.cat([torch.full((6, 1), 1 / 3), ((boxes[:, :2] + boxes[:, 2:]) / 2) / 42 - 1], dim=1)
+    st = fit_transformer(images, target, steps=300, lr=3e-3)
+    theta = st.localize(images).detach()
+    assert (theta[:, 0] == 1 / 3).all()
+    assert (theta[:, 1:] - target[:, 1:]).abs().max() < 0.05  # within 2 px
+
+
+def test_colocalize_finds_a_planted_common_object_and_trains_the_transformer_on_it() -> None:
+    # positions on the 4-px grid of the candidates: the object's crop is identical in every image
+    images, boxes = _squares([(0, 0), (56, 8), (20, 40), (48, 52), (28, 28), (8, 56), (40, 4), (4, 32)])
+    torch.manual_seed(0)
+    encoder = create_model("coloc-encoder").eval()  # an untrained CNN: identical crops still embed identically
+    budget = Budget(encoder_iterations=1, stride=4, rounds=10, fit_steps=300, fit_lr=3e-3)
+    result = colocalize(images, boxes, encoder, budget)
+    found = box_iou(attention_boxes(result.history[-1], (84, 84)), boxes)
+    assert (found > 0.74).all()  # on the squares, to a stride (4 px: IoU 0.75) at most
+    torch.testing.assert_close(result.history[0], torch.tensor([[1 / 3, 0.0, 0.0]]).expand(8, 3))  # from the centre
+    assert result.iou.shape == (8,) and result.localised == 1.0 and (result.iou > 0.7).all()
+    assert result.localised == fraction_localised(result.iou)
+    torch.testing.assert_close(result.theta, result.transformer.localize(images).detach())
+    with pytest.raises(ValueError, match="square"):
+        colocalize(images[:, :, :80], boxes, encoder, budget)
 
 
 @pytest.mark.parametrize("variant", ["coloc", "coloc-tc"])
@@ -79,20 +158,6 @@ def test_colocalization_sets_hold_one_class_inside_its_box(tiny_mnist: Path, var
         colocalization_set(test, 3, "tc", count=3)
 
 
-def test_colocalize_trains_the_transformer_and_scores_its_crops(tiny_mnist: Path) -> None:
-    images, boxes = colocalization_set(load_mnist(tiny_mnist, "test"), 5, "coloc", count=3)
-    encoder = create_model("coloc-encoder").eval()
-    result = colocalize(images, boxes, encoder, Budget(encoder_iterations=1, steps=4, batch_size=3, lr=0.5))
-    assert result.steps == [0, 1, 2, 3, 4] and result.history.shape == (5, 3, 3) and len(result.loss) == 4
-    torch.testing.assert_close(result.history[0], torch.tensor([[1.0, 0.0, 0.0]]).expand(3, 3))
-    assert not torch.equal(result.history[-1], result.history[0])  # the transformer moved
-    torch.testing.assert_close(result.theta, result.history[-1])
-    assert result.iou.shape == (3,) and ((result.iou >= 0) & (result.iou <= 1)).all()
-    assert result.localised == (result.iou > 0.5).float().mean().item()
-    with pytest.raises(ValueError, match="2 images"):
-        colocalize(images[:1], boxes[:1], encoder, Budget(encoder_iterations=1, steps=1))
-
-
 def _args(tiny_mnist: Path, out: Path, *extra: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     colocalization.add_arguments(parser)
@@ -105,13 +170,17 @@ def _args(tiny_mnist: Path, out: Path, *extra: str) -> argparse.Namespace:
             "--runs-dir",
             str(out.parent / "runs"),
             "--digits",
+            "0",
             "1",
-            "2",
-            "--steps",
-            "2",
             "--encoder-iterations",
             "2",
+            "--encoder-batch-size",
+            "16",
             "--num-images",
+            "2",
+            "--stride",
+            "14",
+            "--fit-steps",
             "3",
             "--device",
             "cpu",
@@ -124,12 +193,17 @@ def test_quick_run_end_to_end_writes_table_results_and_figure(tiny_mnist: Path, 
     out = tmp_path / "coloc"
     assert colocalization.run(_args(tiny_mnist, out)) == 0
     record = json.loads((out / "results.json").read_text())
-    assert set(record["localised_percent"]) == {"1", "2"}
-    assert all(0 <= v <= 100 for per in record["localised_percent"].values() for v in per.values())
+    assert set(record["scores"]) == {"0", "1"} and set(record["scores"]["0"]) == {"T", "TC"}
+    for per_dataset in record["scores"].values():
+        for score in per_dataset.values():
+            assert 0 <= score["localised_percent"] <= 100 and 0 <= score["held_out_percent"] <= 100
+            assert 1 <= score["sweeps"] <= 20
     table = (out / "colocalization.md").read_text()
-    assert "| 1 |" in table and "| 2 |" in table and "T 100%" in table and "TC 75-93%" in table
+    assert "| 0 |" in table and "| 1 |" in table and "T 100%" in table and "TC 75-93%" in table
+    assert "T held out (%)" in table
     assert (out / "boxes.png").stat().st_size > 1000
-    encoder = tmp_path / "runs" / "encoder.pt"
+    encoder = tmp_path / "runs" / "encoder" / "checkpoint.pt"
+    assert load_checkpoint(encoder)["config"]["data"] == "r"  # the Table 1 CNN on R, by the training engine
     stamp = encoder.stat().st_mtime_ns
     assert colocalization.run(_args(tiny_mnist, out, "--datasets", "T")) == 0  # reuses the trained encoder
     assert encoder.stat().st_mtime_ns == stamp

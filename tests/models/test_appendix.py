@@ -72,21 +72,24 @@ def test_addition_model_rejects_bad_kinds_and_transforms(kind: str, transform: s
         addition_model(kind, transform)
 
 
-def test_colocalization_transformer_is_an_attention_crop_starting_at_init_scale() -> None:
-    st = create_model("coloc-st", init_scale=0.5)
+def test_colocalization_transformer_is_a_centred_attention_crop_of_the_output_size() -> None:
+    st = create_model("coloc-st")
     x = torch.rand(5, 1, 84, 84)
     crops, theta = st(x, return_theta=True)
     assert crops.shape == (5, 1, 28, 28)
-    torch.testing.assert_close(theta, torch.tensor([[0.5, 0.0, 0.0]]).expand(5, 3))
-    torch.testing.assert_close(crops, stn.warp(x, theta, "attention", (28, 28)))
+    torch.testing.assert_close(theta, torch.tensor([[1 / 3, 0.0, 0.0]]).expand(5, 3))
+    torch.testing.assert_close(crops, x[:, :, 28:56, 28:56])  # 28x28 pixels at the image's own resolution
+    assert create_model("coloc-st", scale=0.5).localize(x[:1])[0, 0].item() == 0.5
+    with pytest.raises(ValueError, match="scale"):
+        create_model("coloc-st", scale=1.5)
 
 
-def test_colocalization_transformer_bounds_scale_and_translation() -> None:
-    st = create_model("coloc-st")  # by default the scale stays in [0.2, 1] and the centre in the image
+def test_colocalization_transformer_fixes_the_scale_and_bounds_the_translation() -> None:
+    st = create_model("coloc-st")  # the centre stays in the image
     with torch.no_grad():
         st.head.linear.bias.copy_(torch.tensor([5.0, 9.0, -9.0]))
     theta = st.localize(torch.rand(2, 1, 84, 84))
-    assert (theta[:, 0] <= 1.0).all() and (theta[:, 1:].abs() <= 1.0).all()
+    assert (theta[:, 0] == 1 / 3).all() and (theta[:, 1:].abs() <= 1.0).all()
 
 
 def test_colocalization_localization_net_has_the_papers_layers() -> None:
@@ -101,7 +104,7 @@ def test_colocalization_localization_net_has_the_papers_layers() -> None:
         colocalization_localization((1, 16, 40))
 
 
-def test_activation_encoder_concatenates_unit_normalised_layers() -> None:
+def test_activation_encoder_concatenates_raw_or_unit_normalised_layers() -> None:
     classifier = create_model("cnn").classifier
     enc = create_model("coloc-encoder", classifier=classifier)
     assert enc.taps == (2, 5, 7)  # after each max-pool, and the logits
@@ -114,7 +117,9 @@ def test_activation_encoder_concatenates_unit_normalised_layers() -> None:
             sizes.append(h.flatten(1).shape[1])
     features = enc(x)
     assert features.shape == (3, sum(sizes))
-    norms = torch.stack([block.norm(dim=1) for block in features.split(sizes, dim=1)])
+    torch.testing.assert_close(features[:, -10:], classifier(x))  # raw by default, as the paper
+    normalised = create_model("coloc-encoder", classifier=classifier, normalize=True)(x)
+    norms = torch.stack([block.norm(dim=1) for block in normalised.split(sizes, dim=1)])
     torch.testing.assert_close(norms, torch.ones_like(norms))
     raw = ActivationEncoder(classifier, taps=[-1], normalize=False)
     torch.testing.assert_close(raw(x), classifier(x))

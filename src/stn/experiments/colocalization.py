@@ -1,35 +1,41 @@
-"""Co-localisation (appendix, Table 5): an attention transformer trained with a triplet loss to find the digits.
+"""Co-localisation (appendix, Table 5): an attention transformer that finds the common object of a set of images.
 
-The task: find the common object of a set of images with no labels and no boxes, only a triplet loss on the
-crops an attention transformer takes.
+The task: find the digit that a set of images have in common, with no labels and no boxes, only a triplet loss on
+the crops an attention transformer takes.
 
 For one digit class at a time, 100 images of 84x84 hold one 28x28 digit of that class at a uniform random
 place (**T**), or that plus sixteen random 6x6 crops of other digits as clutter (**TC**) — the data layer's
 ``coloc`` / ``coloc-tc`` variants, made from the MNIST *test* split (the encoder trains on the training split).
-An attention transformer (``coloc-st``: θ = scale, translation) crops a 28x28 window I_n^T out of each image,
-and is trained with the paper's hinge loss
+An attention transformer (``coloc-st``) crops a 28x28 window I_n^T out of each image; the crops should minimise
+the paper's hinge loss
 
-    sum_n max(0, ||e(I_n^T) - e(I_m^T)||² - ||e(I_n^T) - e(I_n^rand)||² + α),   α = 1,
+    L = sum_n sum_{m != n} max(0, ||e(I_n^T) - e(I_m^T)||² - ||e(I_n^T) - e(I_n^rand)||² + α),   α = 1,
 
-over random pairs ``(n, m)``, ``m != n``, where ``I_n^rand`` is a random crop of ``I_n`` and ``e``
-(``coloc-encoder``) concatenates the activations of the two hidden layers and the logits of the Table 1 CNN
-trained to classify digits (here: on the undistorted MNIST training digits, SGD with momentum; or any 28x28
-classifier checkpoint given with ``--encoder``). The transformer is trained with SGD with momentum.
+where ``I_n^rand`` is a random crop of ``I_n`` and ``e`` (``coloc-encoder``) concatenates the activations of the
+two hidden layers and the logits of the CNN of Sect. 4.1 (here: the Table 1 CNN trained on the rotated digits R
+by the training engine, or any 28x28 classifier checkpoint given with ``--encoder``).
 
-Our choices where the paper is silent:
+**How L is minimised (not the paper's way).** The paper trains the transformer on L by SGD over random pairs
+``(n, m)``. We implemented that and it does not find the digits: from the centred start the crops move onto empty
+background within a hundred steps (0% localised), and even when the transformer starts on the digits SGD moves
+every crop off them within a few steps. L itself explains why: crops of empty background all look alike, so
+``||e(I_n^T) - e(I_m^T)||`` vanishes and each term is at most α, while two different digits of a class are far
+apart in e(); the digits are a *stable* configuration (every image's best crop, given the others' crops on their
+digits, is on its own digit) but not the one with the lowest L, and a step that moves all crops at once finds
+the lower one. So we minimise L one image at a time, by **best response**: the candidate crops are the 28x28
+windows of each image on a grid (``stride`` pixels apart, the crop's centre inside the image); every image in
+turn takes the candidate that minimises its terms of L given the others' current crops, with the random crop
+averaged over all the image's candidates (exactly: the expectation over a uniformly random crop), until no image
+changes (or ``rounds`` sweeps). All crops start at the image centre, so no position is given away. The
+transformer (its localisation net: the paper's) is then trained to take those crops by regression of θ, and the
+crops that are scored are the transformer's; it is also scored on 100 *held-out* images of the class that took no
+part in the optimisation, to show that it has learnt to find the digit rather than to remember the images.
 
-* the random crop has the scale of the transformer's current crop of that image, at a uniformly random
-  position inside the image;
-* each layer's activations are scaled to unit norm before concatenation (on raw activations the distance
-  between two digits of one class is about that between a digit and empty background, and the loss is then
-  smallest for crops of empty background);
-* the crop's scale is clamped to ``[0.2, 1]`` and its centre kept inside the image (unbounded, it grows past
-  the image or flies off it, and the crops become identical empty padding).
-
-A digit counts as localised when the transformer's crop box overlaps the 28x28 box the digit was placed in with
-an intersection over union above 0.5; the paper reports 100% on T and 75-93% on TC (depending on the class).
-``stn reproduce colocalization`` writes ``colocalization.md`` (per class, T and TC) and ``boxes.png`` (the
-crop boxes over training on a few images of the first class).
+A digit counts as localised when the crop box overlaps the 28x28 box the digit was placed in with an intersection
+over union above 0.5; the paper reports 100% on T and 75-93% on TC (depending on the class).
+``stn reproduce colocalization`` writes ``colocalization.md`` (per class, T and TC), ``results.json`` and
+``boxes.png`` (the crops over the sweeps and the transformer's, on a few images of the first class, and on
+held-out images).
 
 Example (shell)::
 
@@ -46,7 +52,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from matplotlib import colormaps
 from torch import Tensor, nn
 from tqdm.auto import tqdm
@@ -54,12 +59,14 @@ from tqdm.auto import tqdm
 import stn
 from stn.data import GENERATORS, MNIST, load_mnist
 from stn.data.datasets import block_seed
-from stn.engine.checkpoint import build_model, load_checkpoint, save_checkpoint
+from stn.engine.checkpoint import build_model, load_checkpoint
+from stn.engine.config import TrainConfig
 from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import evaluate, resolve_device
+from stn.engine.trainer import CHECKPOINT_FILE, Trainer, resolve_device
 from stn.experiments._appendix import add_common_arguments, budget_from_args, image_rows
 from stn.models import create_model
 from stn.models.appendix import ActivationEncoder
+from stn.modules import SpatialTransformer
 
 __all__ = [
     "BUDGETS",
@@ -68,13 +75,15 @@ __all__ = [
     "ColocalizationResult",
     "add_arguments",
     "attention_boxes",
+    "best_response",
     "box_iou",
+    "candidate_crops",
     "colocalization_set",
     "colocalize",
-    "random_crops",
+    "expected_triplet_loss",
+    "fit_transformer",
+    "fraction_localised",
     "run",
-    "train_encoder",
-    "triplet_loss",
 ]
 
 # table column -> data-layer variant
@@ -82,33 +91,32 @@ DATASETS = {"T": "coloc", "TC": "coloc-tc"}
 PAPER = {"T": "100", "TC": "75-93"}
 DIGIT_SIZE = 28
 IOU_THRESHOLD = 0.5
-_SNAPSHOTS = 5  # θ snapshots kept over training for the figure
 _FIGURE_IMAGES = 8
 
 
 @dataclass(frozen=True)
 class Budget:
-    """Training lengths: the digit encoder (a Table 1 CNN, by the training engine) and each co-localisation."""
+    """The digit encoder's training (the Table 1 CNN on R, by the training engine) and the co-localisation."""
 
     encoder_iterations: int
-    steps: int
-    batch_size: int = 50  # anchors n per step (each with a random partner m and a random crop)
-    lr: float = 0.01
-    momentum: float = 0.9
+    encoder_lr: float = 0.01
+    encoder_batch_size: int = 256
+    stride: int = 4  # pixels between candidate crops
+    rounds: int = 20  # best-response sweeps at most
+    fit_steps: int = 500  # Adam steps fitting the transformer to the crops found
+    fit_lr: float = 1e-3
     margin: float = 1.0
-    num_images: int = 100
-    encoder_batch_size: int = 128
-    encoder_lr: float = 0.05
+    num_images: int = 100  # co-localised together; as many again are held out
     digits: tuple[int, ...] = tuple(range(10))  # classes co-localised when --digits is not given
 
 
 BUDGETS = {
-    "quick": Budget(encoder_iterations=200, steps=50, batch_size=20, digits=(1, 4, 8)),
-    "paper": Budget(encoder_iterations=10_000, steps=2_000),
+    "quick": Budget(encoder_iterations=1000, encoder_lr=0.03, digits=(1, 4, 8)),
+    "paper": Budget(encoder_iterations=10_000),
 }
 
 
-# --- boxes and losses ----------------------------------------------------------------------------------------
+# --- boxes, candidates and the loss --------------------------------------------------------------------------
 
 
 def attention_boxes(theta: Tensor, size: Sequence[int]) -> Tensor:
@@ -130,19 +138,88 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
     return inter / (area - inter).clamp(min=1e-12)
 
 
-def triplet_loss(anchor: Tensor, positive: Tensor, negative: Tensor, margin: float = 1.0) -> Tensor:
-    """Mean of ``max(0, ||a - p||² - ||a - n||² + margin)`` over the rows of the embeddings ``(N, F)``."""
-    close = (anchor - positive).pow(2).sum(1)
-    far = (anchor - negative).pow(2).sum(1)
-    return (close - far + margin).clamp(min=0).mean()
+def candidate_crops(size: int, crop: int, stride: int) -> Tensor:
+    """Attention θ ``(G, 3)`` of the ``crop``-pixel square windows of a ``size``-pixel square image whose corners
+    step by ``stride`` pixels from the top-left window, row by row (the last row and column may stop short of the
+    border); ``G = k²`` with ``k = (size - crop) // stride + 1``. The middle one is the centred crop when
+    ``(size - crop) / stride`` is even."""
+    if not 0 < crop <= size or stride < 1:
+        raise ValueError(f"need 0 < crop <= size and stride >= 1, got size {size}, crop {crop}, stride {stride}")
+    centres = (torch.arange(0, size - crop + 1, stride) + crop / 2) * 2 / size - 1
+    ty, tx = torch.meshgrid(centres, centres, indexing="ij")
+    return torch.stack([torch.full_like(tx, crop / size), tx, ty], dim=-1).reshape(-1, 3)
 
 
-def random_crops(theta: Tensor, generator: torch.Generator) -> Tensor:
-    """Attention θ ``(N, 3)`` of crops with the scales of ``theta`` ``(N, 3)`` (clamped to 1) at uniformly random
-    positions inside the image."""
-    s = theta[:, 0].detach().clamp(max=1.0)
-    u = torch.rand(len(s), 2, generator=generator).to(s) * 2 - 1
-    return torch.cat([s.unsqueeze(1), u * (1 - s).unsqueeze(1)], dim=1)
+def expected_triplet_loss(close: Tensor, far: Tensor, margin: float = 1.0) -> Tensor:
+    """The paper's hinge ``max(0, ||c - p||² - ||c - r||² + margin)`` of each candidate crop ``c``, averaged over
+    every partner ``p`` and random crop ``r``, from the squared distances ``close`` ``(G, M)`` of the ``G``
+    candidates to the ``M`` partners and ``far`` ``(G, R)`` to the ``R`` random crops: ``(G,)``."""
+    return (close.unsqueeze(2) - far.unsqueeze(1) + margin).clamp(min=0).mean((1, 2))
+
+
+def best_response(
+    embeddings: Tensor, start: Tensor, margin: float = 1.0, rounds: int = 20, desc: str = "best response"
+) -> tuple[list[Tensor], list[float]]:
+    """Minimise the triplet loss over each image's candidate crops, one image at a time.
+
+    Args:
+        embeddings: ``(N, G, F)``: e() of the ``G`` candidate crops of each of ``N`` images (the random crops of
+            an image are its candidates too).
+        start: ``(N,)`` index of every image's first crop.
+        rounds: sweeps at most; a sweep in which no image changes its crop ends the search.
+
+    Returns:
+        The choice ``(N,)`` after each sweep (the start first) and the mean loss of the choices after each sweep.
+    """
+    n = len(embeddings)
+    if n < 2:
+        raise ValueError(f"co-localisation needs at least 2 images, got {n}")
+    # an image's random crops are its candidates, so its ||c - r||² are fixed: computed once
+    far = torch.cdist(embeddings, embeddings).pow(2)  # (N, G, G)
+    choice = start.clone()
+    chosen = embeddings[torch.arange(n), choice]
+    history, losses = [choice.clone()], []
+    for _ in tqdm(range(rounds), desc=desc, leave=False, dynamic_ncols=True):
+        total, changed = 0.0, False
+        for i in range(n):
+            others = torch.cat([chosen[:i], chosen[i + 1 :]])
+            loss = expected_triplet_loss(torch.cdist(embeddings[i], others).pow(2), far[i], margin)
+            best = int(loss.argmin())
+            changed |= best != choice[i]
+            choice[i], chosen[i] = best, embeddings[i, best]
+            total += loss[best].item()
+        history.append(choice.clone())
+        losses.append(total / n)
+        if not changed:
+            break
+    return history, losses
+
+
+@torch.no_grad()
+def _embed_candidates(images: Tensor, encoder: nn.Module, theta: Tensor, desc: str) -> Tensor:
+    """e() of every candidate crop ``theta`` ``(G, 3)`` of every image: ``(N, G, F)``."""
+    theta = theta.to(images.device)
+    out = [
+        encoder(stn.warp(image.expand(len(theta), -1, -1, -1), theta, "attention", (DIGIT_SIZE, DIGIT_SIZE)))
+        for image in tqdm(images.unsqueeze(1), desc=desc, leave=False, dynamic_ncols=True)
+    ]
+    return torch.stack(out)
+
+
+def fit_transformer(images: Tensor, theta: Tensor, steps: int, lr: float = 1e-3, seed: int = 0) -> SpatialTransformer:
+    """A ``coloc-st`` trained (Adam, full batch) to crop ``theta`` ``(N, 3)`` (one scale) out of ``images``
+    ``(N, C, H, W)`` by regression of its translation."""
+    torch.manual_seed(seed)
+    scale = theta[0, 0].item()
+    st = create_model("coloc-st", in_shape=tuple(images.shape[1:]), scale=scale).to(images.device)
+    optimizer = torch.optim.Adam(st.parameters(), lr=lr)
+    target = theta[:, 1:].to(images.device)
+    for _ in tqdm(range(steps), desc="fit transformer", leave=False, dynamic_ncols=True):
+        loss = (st.localize(images)[:, 1:] - target).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return st.eval()
 
 
 # --- data ----------------------------------------------------------------------------------------------------
@@ -176,58 +253,45 @@ def colocalization_set(
 
 @dataclass
 class ColocalizationResult:
-    """``theta`` ``(N, 3)`` final crops, ``iou`` ``(N,)``, ``history`` ``(S, N, 3)`` θ over training, ``steps``
-    at which they were taken, ``loss`` per step."""
+    """``theta`` ``(N, 3)``: the trained transformer's crops, ``iou`` ``(N,)`` theirs; ``history`` ``(S, N, 3)``:
+    the best-response crops at the start and after each sweep, ``loss``: the mean triplet loss after each sweep;
+    ``transformer``: the trained ``coloc-st``."""
 
     theta: Tensor
     iou: Tensor
     history: Tensor
-    steps: list[int]
     loss: list[float]
+    transformer: SpatialTransformer
 
     @property
     def localised(self) -> float:
         """Fraction of digits with IoU above 0.5."""
-        return (self.iou > IOU_THRESHOLD).float().mean().item()
+        return fraction_localised(self.iou)
+
+
+def fraction_localised(iou: Tensor) -> float:
+    """Fraction of the IoUs ``(N,)`` above 0.5."""
+    return (iou > IOU_THRESHOLD).float().mean().item()
 
 
 def colocalize(
     images: Tensor, boxes: Tensor, encoder: nn.Module, budget: Budget, seed: int = 0, desc: str = "co-localise"
 ) -> ColocalizationResult:
-    """Train a fresh ``coloc-st`` on ``images`` ``(N, 1, H, W)`` with the triplet loss on ``encoder``'s
-    embeddings (frozen); score its crops against ``boxes`` ``(N, 4)``."""
-    device = images.device
-    n = len(images)
-    if n < 2:
-        raise ValueError(f"co-localisation needs at least 2 images, got {n}")
-    torch.manual_seed(seed)
-    st = create_model("coloc-st", in_shape=tuple(images.shape[1:])).to(device)
-    optimizer = torch.optim.SGD(st.parameters(), lr=budget.lr, momentum=budget.momentum)
-    generator = torch.Generator().manual_seed(block_seed("triplets", seed))
-    batch = min(budget.batch_size, n)
-    snapshot_steps = sorted({round(i * budget.steps / (_SNAPSHOTS - 1)) for i in range(_SNAPSHOTS)})
-    history, losses = [], []
-    for step in tqdm(range(budget.steps + 1), desc=desc, leave=False, dynamic_ncols=True):
-        if step in snapshot_steps:
-            with torch.no_grad():
-                history.append(st.localize(images).cpu())
-        if step == budget.steps:
-            break
-        anchor = torch.randperm(n, generator=generator)[:batch]
-        partner = (anchor + torch.randint(1, n, (batch,), generator=generator)) % n  # any image but the anchor
-        used = torch.cat([anchor, partner]).to(device)
-        crops, theta = st(images[used], return_theta=True)
-        rand_theta = random_crops(theta[:batch], generator)
-        rand_crops = stn.warp(images[anchor.to(device)], rand_theta, st.transform, crops.shape[-2:])
-        e_anchor, e_partner, e_rand = encoder(torch.cat([crops, rand_crops])).split(batch)
-        loss = triplet_loss(e_anchor, e_partner, e_rand, budget.margin)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
-    theta = history[-1]
+    """Find the common object of ``images`` ``(N, 1, H, W)`` (square) by best response on the triplet loss of
+    ``encoder``'s embeddings of 28x28 crops, train a ``coloc-st`` to take those crops, and score its crops
+    against ``boxes`` ``(N, 4)`` (used for nothing else)."""
+    if images.dim() != 4 or images.shape[-1] != images.shape[-2] or images.shape[-1] < DIGIT_SIZE:
+        raise ValueError(f"images must be square, (N, C, S, S) with S >= {DIGIT_SIZE}, got {tuple(images.shape)}")
+    candidates = candidate_crops(images.shape[-1], DIGIT_SIZE, budget.stride)
+    embeddings = _embed_candidates(images, encoder, candidates, desc=f"{desc}: embed crops")
+    start = torch.full((len(images),), len(candidates) // 2)  # the centred crop
+    history, losses = best_response(embeddings, start, budget.margin, budget.rounds, desc=f"{desc}: sweeps")
+    found = candidates[history[-1]]
+    st = fit_transformer(images, found, budget.fit_steps, budget.fit_lr, seed)
+    with torch.no_grad():
+        theta = st.localize(images).cpu()
     iou = box_iou(attention_boxes(theta, images.shape[-2:]), boxes.cpu())
-    return ColocalizationResult(theta, iou, torch.stack(history), snapshot_steps, losses)
+    return ColocalizationResult(theta, iou, torch.stack([candidates[c] for c in history]), losses, st)
 
 
 # --- the experiment ------------------------------------------------------------------------------------------
@@ -255,76 +319,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoder",
         type=Path,
-        help="checkpoint of a digit classifier (from `stn train "
-        "--model cnn` on a 28x28 variant) to use as e() instead of training one",
+        help="checkpoint of a 28x28 digit classifier (e.g. from `stn train --data r --model cnn`) to use as e() "
+        "instead of training one",
     )
     parser.add_argument(
         "--runs-dir",
         type=Path,
         default=Path("runs/colocalization"),
-        help="where the trained encoder (encoder.pt) is kept for later runs (default runs/colocalization)",
+        help="where the trained encoder's run (encoder/) is kept for later runs (default runs/colocalization)",
     )
-    parser.add_argument("--steps", type=int, help="override the budget's co-localisation steps")
     parser.add_argument("--encoder-iterations", type=int, help="override the budget's encoder training steps")
-    parser.add_argument("--lr", type=float, help="override the budget's co-localisation learning rate")
+    parser.add_argument("--encoder-batch-size", type=int, help="override the encoder's batch size (default 256)")
+    parser.add_argument("--stride", type=int, help="pixels between candidate crops (default 4)")
+    parser.add_argument("--rounds", type=int, help="best-response sweeps at most (default 20)")
+    parser.add_argument("--fit-steps", type=int, help="steps fitting the transformer to the crops (default 500)")
     parser.add_argument("--num-images", type=int, help="images per class and dataset (default 100, as the paper)")
 
 
-def train_encoder(
-    mnist: MNIST, budget: Budget, device: torch.device, seed: int = 0, test: MNIST | None = None
-) -> tuple[nn.Module, dict]:
-    """Train the Table 1 CNN to classify the (undistorted) digits of ``mnist``: SGD with momentum, constant rate.
-
-    Returns:
-        The model and a checkpoint dict (loadable with :func:`stn.engine.checkpoint.load_model`) holding its
-        test error on the first 2,000 digits of ``test`` when given.
-    """
-    torch.manual_seed(seed)
-    model = create_model("cnn").to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=budget.encoder_lr, momentum=budget.momentum)
-    generator = torch.Generator().manual_seed(block_seed("encoder", seed))
-    images = mnist.images.unsqueeze(1)
-    for _ in tqdm(range(budget.encoder_iterations), desc="digit encoder", leave=False, dynamic_ncols=True):
-        idx = torch.randint(0, len(images), (budget.encoder_batch_size,), generator=generator)
-        x, y = images[idx].to(device).float().div(255), mnist.labels[idx].to(device)
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    history = []
-    if test is not None:
-        x, y = test.images[:2000].unsqueeze(1).to(device).float().div(255), test.labels[:2000].to(device)
-        _, error = evaluate(model, x, y)
-        history.append({"test_error": error})
-    config = {
-        "data": f"undistorted {mnist.source} {mnist.split}",
-        "lr": budget.encoder_lr,
-        "batch_size": budget.encoder_batch_size,
-        "seed": seed,
-    }
-    checkpoint = {
-        "config": config,
-        "model_name": "cnn",
-        "model_kwargs": {"in_shape": [1, DIGIT_SIZE, DIGIT_SIZE]},
-        "model": model.state_dict(),
-        "step": budget.encoder_iterations,
-        "history": history,
-    }
-    return model.eval(), checkpoint
-
-
-def _encoder(args: argparse.Namespace, budget: Budget, device: torch.device) -> tuple[ActivationEncoder, str]:
-    """e(): from ``--encoder``, else from ``<runs-dir>/encoder.pt`` when it has the budget's steps, else trained."""
-    path = args.encoder or Path(args.runs_dir) / "encoder.pt"
-    checkpoint = load_checkpoint(path) if Path(path).is_file() else None
-    if args.encoder is None and (checkpoint is None or checkpoint["step"] != budget.encoder_iterations):
-        train_set, test_set = (load_mnist(args.data_dir, split) for split in ("train", "test"))
-        _, checkpoint = train_encoder(train_set, budget, device, args.seed, test_set)
-        save_checkpoint(checkpoint, path)
-    model = build_model(checkpoint).to(device).eval()
+def _encoder(args: argparse.Namespace, budget: Budget) -> tuple[ActivationEncoder, str]:
+    """e(): from ``--encoder``, else the Table 1 CNN trained on R in ``<runs-dir>/encoder`` (trained, or resumed,
+    by the training engine unless it is there and finished)."""
+    if args.encoder is not None:
+        path = Path(args.encoder)
+    else:
+        config = TrainConfig(
+            data="r",
+            model="cnn",
+            iterations=budget.encoder_iterations,
+            batch_size=budget.encoder_batch_size,
+            lr=budget.encoder_lr,
+            seed=args.seed,
+            data_dir=args.data_dir,
+            device=args.device,
+        )
+        run_dir = Path(args.runs_dir) / "encoder"
+        path = run_dir / CHECKPOINT_FILE
+        # a finished run is only reloaded: fit() has no steps left to take
+        if not Trainer(config, run_dir, resume=True, figures=False).fit().finished:
+            raise KeyboardInterrupt("the encoder's training was interrupted; run the command again to resume")
+    checkpoint = load_checkpoint(path)
     if tuple(checkpoint["model_kwargs"]["in_shape"])[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
         raise ValueError(f"{path}: the encoder must take 28x28 digits, got {checkpoint['model_kwargs']}")
-    encoder = create_model("coloc-encoder", classifier=model).to(device).eval()
+    model = build_model(checkpoint).to(resolve_device(args.device)).eval()
+    encoder = create_model("coloc-encoder", classifier=model).eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
     error = (checkpoint.get("history") or [{}])[-1].get("test_error")
@@ -332,69 +369,105 @@ def _encoder(args: argparse.Namespace, budget: Budget, device: torch.device) -> 
     return encoder, about + (f" (test error {100 * error:.2f}%)" if error is not None else "")
 
 
-def _plot_boxes(results: dict[str, tuple[Tensor, Tensor, ColocalizationResult]], digit: int, path: Path) -> Path:
-    """Per dataset a row of images with the truth (green) and the crop at each snapshot (early -> late colours)."""
+def _plot_boxes(
+    runs: dict[str, tuple[Tensor, Tensor, ColocalizationResult, Tensor, Tensor, Tensor]], digit: int, path: Path
+) -> Path:
+    """Per dataset a row of co-localised images with the truth (green), the crops over the sweeps (red ->
+    yellow) and the transformer's crop (cyan), and a row of held-out images with the truth and the transformer's
+    crop."""
     cmap = colormaps["autumn"]
     rows, boxes = [], {}
-    for r, (name, (images, truth, result)) in enumerate(results.items()):
-        k = min(_FIGURE_IMAGES, len(images))
-        rows.append((f"{name}: digit {digit}", images[:k, 0]))
+    for name, (images, truth, result, held_images, held_truth, held_theta) in runs.items():
+        k = min(_FIGURE_IMAGES, len(images), len(held_images))
         size = images.shape[-2:]
-        per_step = [attention_boxes(theta[:k], size) for theta in result.history]
-        colours = [cmap(i / max(len(per_step) - 1, 1)) for i in range(len(per_step))]
-        boxes[r] = [
-            [(tuple(truth[j].tolist()), "lime")] + [(tuple(b[j].tolist()), c) for b, c in zip(per_step, colours)]
+        sweeps = [attention_boxes(theta[:k], size) for theta in result.history]
+        colours = [cmap(i / max(len(sweeps) - 1, 1)) for i in range(len(sweeps))]
+        final = attention_boxes(result.theta[:k], size)
+        boxes[len(rows)] = [
+            [(tuple(truth[j].tolist()), "lime")]
+            + [(tuple(b[j].tolist()), c) for b, c in zip(sweeps, colours)]
+            + [(tuple(final[j].tolist()), "cyan")]
             for j in range(k)
         ]
-    steps = results[next(iter(results))][2].steps
-    title = f"crops over training (steps {steps}: red -> yellow), truth in green"
+        rows.append((f"{name}: digit {digit}", images[:k, 0]))
+        held = attention_boxes(held_theta[:k], size)
+        boxes[len(rows)] = [
+            [(tuple(held_truth[j].tolist()), "lime"), (tuple(held[j].tolist()), "cyan")] for j in range(k)
+        ]
+        rows.append((f"{name}: held out", held_images[:k, 0]))
+    title = "truth green; best-response crops by sweep red -> yellow; the trained transformer's crop cyan"
     return image_rows(rows, path, title=title, boxes=boxes)
 
 
 def run(args: argparse.Namespace) -> int:
     """Co-localise every selected digit class on T and TC; write ``<out>/colocalization.md``, ``results.json`` and
     ``boxes.png``."""
-    budget = budget_from_args(BUDGETS, args, ["steps", "encoder_iterations", "lr", "num_images"])
+    budget = budget_from_args(
+        BUDGETS, args, ["encoder_iterations", "encoder_batch_size", "stride", "rounds", "fit_steps", "num_images"]
+    )
     device = resolve_device(args.device)
     out = Path(args.out)
     start = time.perf_counter()
-    encoder, about = _encoder(args, budget, device)
+    encoder, about = _encoder(args, budget)
+    encoder.to(device)
     test = load_mnist(args.data_dir, "test")
-    localised: dict[int, dict[str, float]] = {}
-    mean_iou: dict[int, dict[str, float]] = {}
+    scores: dict[int, dict[str, dict[str, float]]] = {}
     digits = tuple(args.digits) if args.digits else budget.digits
+    n = budget.num_images
     for digit in digits:
         runs = {}
         for name in args.datasets:
-            images, boxes = colocalization_set(test, digit, DATASETS[name], budget.num_images, args.seed)
-            result = colocalize(images.to(device), boxes, encoder, budget, args.seed, desc=f"{name} digit {digit}")
-            runs[name] = (images, boxes, result)
-            localised.setdefault(digit, {})[name] = 100 * result.localised
-            mean_iou.setdefault(digit, {})[name] = result.iou.mean().item()
+            # one draw of 2n images: the first n are co-localised, the others held out
+            images, boxes = colocalization_set(test, digit, DATASETS[name], 2 * n, args.seed)
+            result = colocalize(images[:n].to(device), boxes[:n], encoder, budget, args.seed, f"{name} digit {digit}")
+            with torch.no_grad():
+                held_theta = result.transformer.localize(images[n:].to(device)).cpu()
+            held_iou = box_iou(attention_boxes(held_theta, images.shape[-2:]), boxes[n:])
+            runs[name] = (images[:n], boxes[:n], result, images[n:], boxes[n:], held_theta)
+            scores.setdefault(digit, {})[name] = {
+                "localised_percent": 100 * result.localised,
+                "held_out_percent": 100 * fraction_localised(held_iou),
+                "mean_iou": result.iou.mean().item(),
+                "sweeps": len(result.loss),
+                "final_loss": result.loss[-1],
+            }
             print(
-                f"digit {digit} {name}: {100 * result.localised:.0f}% localised (mean IoU "
-                f"{result.iou.mean():.2f}, final loss {result.loss[-1]:.3f})"
+                f"digit {digit} {name}: {100 * result.localised:.0f}% localised (mean IoU {result.iou.mean():.2f}, "
+                f"{len(result.loss)} sweeps, loss {result.loss[-1]:.3f}); held out "
+                f"{100 * fraction_localised(held_iou):.0f}%"
             )
         if digit == digits[0]:
             _plot_boxes(runs, digit, out / "boxes.png")
-    header = ["digit"] + [f"{name} ours (%)" for name in args.datasets] + [f"{name} mean IoU" for name in args.datasets]
+    header = ["digit"] + [
+        f"{name} {column}" for name in args.datasets for column in ("ours (%)", "held out (%)", "mean IoU")
+    ]
     rows = [
-        [d] + [f"{localised[d][n]:.0f}" for n in args.datasets] + [f"{mean_iou[d][n]:.2f}" for n in args.datasets]
+        [d]
+        + [
+            value
+            for name in args.datasets
+            for value in (
+                f"{scores[d][name]['localised_percent']:.0f}",
+                f"{scores[d][name]['held_out_percent']:.0f}",
+                f"{scores[d][name]['mean_iou']:.2f}",
+            )
+        ]
         for d in digits
     ]
-    paper = ", ".join(f"{n} {PAPER[n]}%" for n in args.datasets)
+    paper = ", ".join(f"{name} {PAPER[name]}%" for name in args.datasets)
     text = (
         "# Co-localisation (appendix, Table 5)\n\n"
-        f"Percentage of the {budget.num_images} digits per class whose crop has IoU > {IOU_THRESHOLD} with the "
-        f"truth. Paper: {paper}. Encoder: {about}. {budget.steps} co-localisation steps of {budget.batch_size} "
-        f"triplets per class and dataset (budget `{args.budget}`, seed {args.seed}, device {device}, "
+        f"Percentage of the {n} digits per class whose crop by the trained transformer has IoU > "
+        f"{IOU_THRESHOLD} with the truth, and of {n} held-out digits of the class that took no part in the "
+        f"optimisation. Paper: {paper}. Encoder e(): {about}. Crops found by best response on the paper's triplet "
+        f"loss (candidates {budget.stride} px apart, at most {budget.rounds} sweeps), the transformer fitted to "
+        f"them in {budget.fit_steps} steps (budget `{args.budget}`, seed {args.seed}, device {device}, "
         f"{time.perf_counter() - start:.0f} s in all).\n\n"
-        f"{format_markdown_table(rows, header)}\n![crops over training](boxes.png)\n"
+        f"{format_markdown_table(rows, header)}\n![crops](boxes.png)\n"
     )
     write_text_atomic(out / "colocalization.md", text)
     record = {
-        "localised_percent": localised,
-        "mean_iou": mean_iou,
+        "scores": scores,
         "encoder": about,
         "budget": args.budget,
         **asdict(budget),

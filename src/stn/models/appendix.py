@@ -15,8 +15,8 @@ As in Table 1, the transformers' output is average-pooled 2x before the FCN.
 
 **Co-localisation** (appendix, Table 5): ``coloc-st`` is the attention transformer (θ = scale, translation;
 :func:`colocalization_localization` is the paper's localisation net: eight 9x9 convolutions with stride 4,
-2x2 max-pooling, two fully connected layers) cropping a 28x28 window out of an 84x84 image, its scale kept in
-``[0.2, 1]`` and its centre inside the image;
+2x2 max-pooling, two fully connected layers) cropping a 28x28 window out of an 84x84 image, its scale fixed at the
+digit's size and its centre inside the image;
 ``coloc-encoder`` is the embedding e() of the triplet loss: :class:`ActivationEncoder` over a digit classifier
 (the Table 1 CNN), concatenating the activations of its two hidden layers and its logits.
 
@@ -178,29 +178,38 @@ def colocalization_transformer(
     in_shape: Sequence[int] = (1, 84, 84),
     out_size: int | Sequence[int] = (28, 28),
     *,
-    init_scale: float = 1.0,
-    scale_range: tuple[float, float] | None = (0.2, 1.0),
+    scale: float | None = None,
     max_translation: float | None = 1.0,
 ) -> SpatialTransformer:
     """The co-localisation attention transformer: θ = ``(s, tx, ty)``, the crop ``[tx - s, tx + s] x
-    [ty - s, ty + s]`` of the input (normalised coordinates) resampled to ``out_size``.
+    [ty - s, ty + s]`` of the input (normalised coordinates) resampled to ``out_size``; ``s`` fixed, ``t`` learnt
+    (starting at the centre).
+
+    The paper learns the scale too. We fix it at the object's size, as the paper does for its CUB transformers:
+    with a free scale the triplet loss is lowest for crops of the whole image (there every image's crop looks
+    alike, and so do the random crops, which then take the whole image as well), and the crops grow to it.
 
     Args:
         in_shape: ``(C, H, W)`` of the images (84x84 in the paper).
         out_size: the crop's size (28x28: what the digit encoder takes).
-        init_scale: ``s`` at initialisation (1 = the whole image), translation 0.
-        scale_range: clamp of ``s`` (None: free; the default stops the crop from growing past the image or
-            shrinking to a point); max_translation: bound of ``|t|`` (default 1: the crop's centre stays in
-            the image; None: free). See :class:`stn.ThetaRegressor`.
+        scale: ``s``, the crop's half-width in normalised coordinates; default ``out_size / in_shape``, a crop of
+            ``out_size`` pixels sampled at the image's own resolution (28x28 out of 84x84: ``s = 1/3``).
+        max_translation: bound of ``|t|`` (default 1: the crop's centre stays in the image; None: free). See
+            :class:`stn.ThetaRegressor`.
 
     Shapes: ``(B, C, H, W) -> (B, C, *out_size)``; ``return_theta=True`` adds θ ``(B, 3)``.
     """
+    out_size = (out_size, out_size) if isinstance(out_size, int) else tuple(out_size)
+    if scale is None:
+        scale = out_size[-1] / in_shape[-1]
+    if not 0 < scale <= 1:
+        raise ValueError(f"scale must be in (0, 1] (1 = the whole image), got {scale}")
     return SpatialTransformer(
         colocalization_localization(in_shape),
         "attention",
         out_size,
-        init_theta=[init_scale, 0.0, 0.0],
-        scale_range=scale_range,
+        init_theta=[scale, 0.0, 0.0],
+        scale_range=(scale, scale),
         max_translation=max_translation,
     )
 
@@ -209,11 +218,11 @@ class ActivationEncoder(nn.Module):
     """e(): runs a sequential net and concatenates the flattened outputs of the layers listed in ``taps``.
 
     The co-localisation embedding uses the Table 1 CNN's two hidden layers (after each max-pool) and its
-    classification layer without softmax. With ``normalize=True`` (our choice; the paper does not say how the
-    activations are scaled) each layer's activations are scaled to unit L2 norm before concatenation, so every
-    layer weighs the same and the triplet margin has a fixed meaning. On raw activations the squared distance
-    between two different digits of one class is about that between a digit and empty background, and the
-    triplet loss is then smallest for crops of empty background.
+    classification layer without softmax, concatenated as they are (the paper's e()). ``normalize=True`` scales
+    each layer's activations to unit L2 norm first, so that every layer weighs the same; on raw activations the
+    first hidden layer (the largest, and the one that keeps where the strokes are) dominates the distances, which
+    is what places co-localisation crops precisely (with normalised layers the best crops of thin digits such as
+    1 drift sideways off the digit's box).
 
     Args:
         net: an ``nn.Sequential`` (e.g. ``create_model("cnn").classifier``).
@@ -228,7 +237,7 @@ class ActivationEncoder(nn.Module):
         2
     """
 
-    def __init__(self, net: nn.Sequential, taps: Sequence[int] | None = None, normalize: bool = True) -> None:
+    def __init__(self, net: nn.Sequential, taps: Sequence[int] | None = None, normalize: bool = False) -> None:
         super().__init__()
         if not isinstance(net, nn.Sequential):
             raise TypeError(f"net must be an nn.Sequential, got {type(net).__name__}")
@@ -336,7 +345,7 @@ def _coloc_st(**kwargs) -> SpatialTransformer:
 
 @register_model("coloc-encoder")
 def _coloc_encoder(
-    classifier: nn.Module | None = None, taps: Sequence[int] | None = None, normalize: bool = True
+    classifier: nn.Module | None = None, taps: Sequence[int] | None = None, normalize: bool = False
 ) -> ActivationEncoder:
     """e() over ``classifier`` (a Table 1 model or its ``.classifier``; default a fresh 28x28 CNN)."""
     net = classifier if classifier is not None else create_model("cnn")
