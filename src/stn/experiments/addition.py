@@ -69,12 +69,13 @@ _FIGURE_SAMPLES = 8
 
 @dataclass(frozen=True)
 class Budget:
-    """Steps, batch size and how many training / test samples (None: the whole split)."""
+    """Steps, batch size, how many training / test samples (None: the whole split) and the base learning rate."""
 
     iterations: int
     batch_size: int
     num_train: int | None
     num_test: int | None
+    lr: float = 0.01
 
 
 BUDGETS = {"quick": Budget(250, 64, 16_000, 2_000), "paper": Budget(150_000, 256, None, None)}
@@ -94,6 +95,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, help="override the budget's batch size")
     parser.add_argument("--num-train", type=int, help="override the budget's training samples per epoch")
     parser.add_argument("--num-test", type=int, help="override the budget's number of test samples")
+    parser.add_argument("--lr", type=float, help="override the base learning rate (default 0.01, as Table 1)")
 
 
 @torch.no_grad()
@@ -131,6 +133,7 @@ def _run_model(key: str, args: argparse.Namespace, budget: Budget) -> dict | Non
         model=name,
         iterations=budget.iterations,
         batch_size=budget.batch_size,
+        lr=budget.lr,
         num_train=budget.num_train,
         num_test=budget.num_test,
         seed=args.seed,
@@ -148,7 +151,7 @@ def _run_model(key: str, args: argparse.Namespace, budget: Budget) -> dict | Non
 
 def run(args: argparse.Namespace) -> int:
     """Train the selected models; write ``<out>/addition.md``, ``results.json`` and the transformer figures."""
-    budget = budget_from_args(BUDGETS, args, ["iterations", "batch_size", "num_train", "num_test"])
+    budget = budget_from_args(BUDGETS, args, ["iterations", "batch_size", "num_train", "num_test", "lr"])
     summaries = {}
     for key in args.models:
         summary = _run_model(key, args, budget)
@@ -175,8 +178,9 @@ def run(args: argparse.Namespace) -> int:
     text = (
         "# MNIST addition (appendix, Table 4)\n\n"
         f"Two 42x42 RTS digits as two channels, 19 classes (the sum). Budget `{args.budget}`: {budget.iterations} "
-        f"steps of {budget.batch_size} on {first['train_samples']} training samples per epoch (fresh distortions "
-        f"and partners each epoch), {first['test_samples']} test samples, MNIST source `{first['source']}`, seed "
+        f"steps of {budget.batch_size} at learning rate {budget.lr} on {first['train_samples']} training samples per "
+        f"epoch (fresh distortions and partners each epoch), {first['test_samples']} test samples, MNIST source "
+        f"`{first['source']}`, seed "
         f"{args.seed}. Always predicting the most frequent sum (9) gives 90% error.\n\n"
         f"{format_markdown_table(rows, header)}\n"
         + "".join(
