@@ -61,8 +61,9 @@ def scipy_tc(images: np.ndarray, rng: np.random.Generator, size: int = 60, piece
             other = floats[rng.integers(len(floats))]
             y, x = rng.integers(0, 28 - 6 + 1, size=2)
             py, px = rng.integers(0, size - 6 + 1, size=2)
-            np.maximum(canvas[py : py + 6, px : px + 6], other[y : y + 6, x : x + 6],
-                       out=canvas[py : py + 6, px : px + 6])
+            np.maximum(
+                canvas[py : py + 6, px : px + 6], other[y : y + 6, x : x + 6], out=canvas[py : py + 6, px : px + 6]
+            )
         out[i] = canvas
     return out
 
@@ -92,8 +93,12 @@ def main() -> None:
     parser.add_argument("--num", type=int, default=60_000, help="digits per epoch (default 60,000)")
     parser.add_argument("--scipy-subset", type=int, default=2_000, help="digits the scipy loop is timed on")
     parser.add_argument("--repeats", type=int, default=5, help="interleaved runs of each side; medians (default 5)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads (default torch's choice; 1 is faster on a machine shared by other jobs)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads (default torch's choice; 1 is faster on a machine shared by other jobs)",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -101,8 +106,10 @@ def main() -> None:
 
     mnist = load_mnist(args.data_dir, "train")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"data: {mnist}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs, load average {load}")
+    print(
+        f"data: {mnist}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"{os.cpu_count()} CPUs, load average {load}"
+    )
     if len(mnist) < num:  # e.g. the 4,000-digit sample: cycle through it
         print(f"note: only {len(mnist)} digits available, an epoch of {num} cycles through them")
     data = MNIST(mnist.images, mnist.labels, mnist.source, mnist.root, "train")
@@ -123,15 +130,19 @@ def main() -> None:
         train_epoch = training_epoch_seconds(variant, num)
         rows.append((variant.upper(), statistics.median(ours_runs), statistics.median(scipy_runs), train_epoch))
 
-    print(f"\nGenerating one epoch of {num:,} distorted digits, median of {repeats} interleaved runs "
-          f"(scipy loop timed on {subset:,} digits, extrapolated)")
+    print(
+        f"\nGenerating one epoch of {num:,} distorted digits, median of {repeats} interleaved runs "
+        f"(scipy loop timed on {subset:,} digits, extrapolated)"
+    )
     header = f"{'variant':<8}{'ours (s)':>10}{'per-image scipy (s)':>22}{'speed-up':>10}"
     header += f"{'ST-CNN train epoch (s)':>25}{'generation / train':>20}"
     print(header)
     print("-" * len(header))
     for variant, ours, scipy_epoch, train_epoch in rows:
-        print(f"{variant:<8}{ours:>10.2f}{scipy_epoch:>22.1f}{scipy_epoch / ours:>9.1f}x"
-              f"{train_epoch:>25.1f}{ours / train_epoch:>19.1%}")
+        print(
+            f"{variant:<8}{ours:>10.2f}{scipy_epoch:>22.1f}{scipy_epoch / ours:>9.1f}x"
+            f"{train_epoch:>25.1f}{ours / train_epoch:>19.1%}"
+        )
     print("\nST-CNN train epoch: st-cnn-aff, batch 256, SGD, extrapolated from 5 timed steps on random input.")
 
 

@@ -106,8 +106,9 @@ def make_cases(batch: int, channels: int, in_size: int, out_size: int) -> list[C
             control = t.control_points.float().expand(batch, -1, -1)
             grid = create_meshgrid(out_size, out_size, align_corners=False).reshape(1, -1, 2)
 
-            def reference(x: torch.Tensor, th: torch.Tensor, control: torch.Tensor = control,
-                          grid: torch.Tensor = grid) -> torch.Tensor:
+            def reference(
+                x: torch.Tensor, th: torch.Tensor, control: torch.Tensor = control, grid: torch.Tensor = grid
+            ) -> torch.Tensor:
                 source = th.view(th.shape[0], -1, 2)
                 kernel_weights, affine_weights = get_tps_transform(control, source)
                 if x.shape[-1] == out_size:
@@ -132,8 +133,9 @@ def run_case(case: Case, repeats: int, warmup: int, input_grad: bool) -> tuple[f
     """Median seconds of (stn.warp, reference), the two interleaved."""
     x = torch.rand(case.batch, case.channels, case.in_size, case.in_size).requires_grad_(input_grad)
     if case.same_output:  # make sure both sides do the same work
-        torch.testing.assert_close(case.ours(x, case.theta), case.reference(x, case.reference_param),
-                                   rtol=0, atol=1e-3)  # float32 rounding of different formulas
+        torch.testing.assert_close(
+            case.ours(x, case.theta), case.reference(x, case.reference_param), rtol=0, atol=1e-3
+        )  # float32 rounding of different formulas
     ours, reference = [], []
     for i in range(warmup + repeats):
         a = time_call(case.ours, x, case.theta)
@@ -154,11 +156,15 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     sizes, repeats, warmup = (SMOKE_SIZES, 1, 0) if args.smoke else (FULL_SIZES, args.repeats, args.warmup)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}, "
-          f"forward+backward to θ{' and the input' if args.input_grad else ''}, "
-          f"load average at start {os.getloadavg()[0]:.1f} (timings need a quiet machine)")
-    header = (f"{'size':<20} {'family':<11} {'stn.warp ms':>11} {'reference':<26} {'ref ms':>9} {'ratio':>7} "
-              f"{'speed-up':>8}  target")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {repeats}, "
+        f"forward+backward to θ{' and the input' if args.input_grad else ''}, "
+        f"load average at start {os.getloadavg()[0]:.1f} (timings need a quiet machine)"
+    )
+    header = (
+        f"{'size':<20} {'family':<11} {'stn.warp ms':>11} {'reference':<26} {'ref ms':>9} {'ratio':>7} "
+        f"{'speed-up':>8}  target"
+    )
     print(header)
     print("-" * len(header))
     all_met = True
@@ -169,8 +175,10 @@ def main(argv: list[str] | None = None) -> int:
             name, target, met = TARGETS[case.family]
             all_met &= met(ratio)
             size = f"{batch}x{channels}x{in_size}²->{out_size}²"
-            print(f"{size:<20} {case.family:<11} {ours * 1e3:>11.2f} {name:<26} {reference * 1e3:>9.2f} "
-                  f"{ratio:>6.3f}x {1 / ratio:>7.1f}x  {target} {'ok' if met(ratio) else 'MISSED'}")
+            print(
+                f"{size:<20} {case.family:<11} {ours * 1e3:>11.2f} {name:<26} {reference * 1e3:>9.2f} "
+                f"{ratio:>6.3f}x {1 / ratio:>7.1f}x  {target} {'ok' if met(ratio) else 'MISSED'}"
+            )
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     if args.smoke:
         print("smoke run: sizes too small and single runs, the ratios mean nothing")

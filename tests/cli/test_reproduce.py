@@ -73,8 +73,27 @@ def test_table1_rejects_unknown_variants(capsys: pytest.CaptureFixture[str]) -> 
 def test_table1_learning_rate_follows_the_budget_unless_given(
     tiny_mnist: Path, tmp_path: Path, extra: list[str], lr: float
 ) -> None:
-    args = ["reproduce", "table1", "--data", "R", "--models", "fcn", "--iterations", "1", "--batch-size", "8",
-            "--num-train", "8", "--num-test", "8", "--data-dir", str(tiny_mnist), "--out", str(tmp_path), "--quiet"]
+    args = [
+        "reproduce",
+        "table1",
+        "--data",
+        "R",
+        "--models",
+        "fcn",
+        "--iterations",
+        "1",
+        "--batch-size",
+        "8",
+        "--num-train",
+        "8",
+        "--num-test",
+        "8",
+        "--data-dir",
+        str(tiny_mnist),
+        "--out",
+        str(tmp_path),
+        "--quiet",
+    ]
     assert main(args + extra) == 0
     config = json.loads((tmp_path / "r" / "fcn" / "seed0" / "config.json").read_text())
     assert config["lr"] == lr

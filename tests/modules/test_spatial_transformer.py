@@ -65,10 +65,12 @@ def test_module_is_localise_then_warp(name):
 def test_out_size_mode_and_fill_are_passed_to_the_sampler():
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     theta0 = [1.5, 0.125, -0.125]  # zoomed out: the fill value shows
-    st = stn.SpatialTransformer(tiny_localization(x), "attention", (4, 5), init_theta=theta0, mode="bicubic",
-                                fill=[0.5, 0.0, -1.0]).double()
-    expected = stn.warp(x, torch.tensor([theta0] * 2, dtype=torch.float64), "attention", (4, 5), mode="bicubic",
-                        fill=[0.5, 0.0, -1.0])
+    st = stn.SpatialTransformer(
+        tiny_localization(x), "attention", (4, 5), init_theta=theta0, mode="bicubic", fill=[0.5, 0.0, -1.0]
+    ).double()
+    expected = stn.warp(
+        x, torch.tensor([theta0] * 2, dtype=torch.float64), "attention", (4, 5), mode="bicubic", fill=[0.5, 0.0, -1.0]
+    )
     torch.testing.assert_close(st(x), expected, rtol=0, atol=1e-12)
 
 
@@ -125,15 +127,17 @@ def test_max_translation_bounds_translation_only():
     theta = st.localize(x)
     assert theta[:, [2, 5]].abs().max() <= 0.2 + 1e-12
     assert theta[:, 2].min() > 0.19 and theta[:, 5].max() < -0.19  # saturates towards the bound, keeps sign
-    torch.testing.assert_close(theta[:, [0, 1, 3, 4]], torch.tensor([[2.0, 0.3, -0.4, 3.0]] * 3,
-                                                                     dtype=torch.float64))
+    torch.testing.assert_close(theta[:, [0, 1, 3, 4]], torch.tensor([[2.0, 0.3, -0.4, 3.0]] * 3, dtype=torch.float64))
 
 
-@pytest.mark.parametrize(("name", "bias", "expected"), [
-    ("attention", [5.0, 9.0, -9.0], [1.5, 0.25, -0.25]),
-    ("attention", [0.01, 0.0, 0.1], [0.5, 0.0, 0.25 * math.tanh(0.1 / 0.25)]),  # init + b tanh((θ - init) / b)
-    ("similarity", [3.0, 4.0, 0.0, 0.0], [0.9, 1.2, 0.0, 0.0]),  # |(a, b)| = 5 clamped to 1.5, angle kept
-])
+@pytest.mark.parametrize(
+    ("name", "bias", "expected"),
+    [
+        ("attention", [5.0, 9.0, -9.0], [1.5, 0.25, -0.25]),
+        ("attention", [0.01, 0.0, 0.1], [0.5, 0.0, 0.25 * math.tanh(0.1 / 0.25)]),  # init + b tanh((θ - init) / b)
+        ("similarity", [3.0, 4.0, 0.0, 0.0], [0.9, 1.2, 0.0, 0.0]),  # |(a, b)| = 5 clamped to 1.5, angle kept
+    ],
+)
 def test_scale_range_and_translation_bounds(name, bias, expected):
     x = torch.rand(2, 1, 6, 6, dtype=torch.float64)
     st = stn.SpatialTransformer(tiny_localization(x), name, max_translation=0.25, scale_range=(0.5, 1.5)).double()
@@ -172,8 +176,7 @@ def test_volume_transformer():
     st = stn.SpatialTransformer(stn.ConvLocalization(1, channels=4, hidden=8, ndim=3), "affine3d", (4, 4, 4))
     out, theta = st(x, return_theta=True)
     assert out.shape == (2, 1, 4, 4, 4) and theta.shape == (2, 12)
-    torch.testing.assert_close(out, nn.functional.interpolate(x, size=(4, 4, 4), mode="trilinear"), rtol=0,
-                               atol=1e-6)
+    torch.testing.assert_close(out, nn.functional.interpolate(x, size=(4, 4, 4), mode="trilinear"), rtol=0, atol=1e-6)
     out.sum().backward()
     assert head_linear(st).weight.grad.abs().sum() > 0
 

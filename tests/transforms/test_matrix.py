@@ -46,8 +46,9 @@ def np_apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def random_theta(t, batch: int, scale: float = 0.2, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return t.identity(batch, dtype=torch.float64) + scale * torch.randn(batch, t.num_params, generator=g,
-                                                                         dtype=torch.float64)
+    return t.identity(batch, dtype=torch.float64) + scale * torch.randn(
+        batch, t.num_params, generator=g, dtype=torch.float64
+    )
 
 
 def size_for(t) -> tuple[int, ...]:

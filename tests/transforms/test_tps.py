@@ -25,8 +25,7 @@ def scipy_grid(t, theta: torch.Tensor, size: tuple[int, int], smoothing: float =
     control = t.control_points.to(torch.float64).numpy()
     out = []
     for row in theta.numpy():
-        spline = RBFInterpolator(control, row.reshape(-1, 2), kernel="thin_plate_spline", degree=1,
-                                 smoothing=smoothing)
+        spline = RBFInterpolator(control, row.reshape(-1, 2), kernel="thin_plate_spline", degree=1, smoothing=smoothing)
         out.append(spline(pixel_centres(size)).reshape(*size, 2))
     return np.stack(out)
 
@@ -48,8 +47,9 @@ def test_grid_matches_scipy_thin_plate_spline(k, size):
 def test_identity_theta_gives_pixel_centres():
     t = transforms.get("tps")
     grid = t.grid(t.identity(2, dtype=torch.float64), (6, 5)).numpy()
-    np.testing.assert_allclose(grid, np.broadcast_to(pixel_centres((6, 5)).reshape(6, 5, 2), grid.shape),
-                               rtol=0, atol=1e-12)
+    np.testing.assert_allclose(
+        grid, np.broadcast_to(pixel_centres((6, 5)).reshape(6, 5, 2), grid.shape), rtol=0, atol=1e-12
+    )
 
 
 def test_affine_control_points_give_the_affine_grid():
@@ -68,8 +68,9 @@ def test_regularisation_matches_scipy_smoothing(reg):
     # which is scipy's smoothing = λ / 2.
     t = transforms.get("tps", k=4, reg=reg)
     theta = perturbed(t, 2)
-    np.testing.assert_allclose(t.grid(theta, (5, 6)).numpy(), scipy_grid(t, theta, (5, 6), smoothing=reg / 2),
-                               rtol=0, atol=1e-10)
+    np.testing.assert_allclose(
+        t.grid(theta, (5, 6)).numpy(), scipy_grid(t, theta, (5, 6), smoothing=reg / 2), rtol=0, atol=1e-10
+    )
 
 
 def test_large_regularisation_tends_to_least_squares_affine_fit():

@@ -72,12 +72,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     preview.add_argument(
-        "--data", required=True, type=str.lower, choices=(*VARIANTS, "all"),
+        "--data",
+        required=True,
+        type=str.lower,
+        choices=(*VARIANTS, "all"),
         help="the variant ('all': one sheet per variant, --out is then a folder)",
     )
     preview.add_argument("--out", required=True, help="PNG file to write (a folder with --data all)")
-    preview.add_argument("--data-dir", default=None, help="folder with the MNIST files (default: $STN_DATA, "
-                         "then ~/.cache/stn; either may hold them in MNIST/raw/)")
+    preview.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn; either may hold them in MNIST/raw/)",
+    )
     preview.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
     preview.add_argument("--split", choices=("train", "test"), default="train", help="default train")

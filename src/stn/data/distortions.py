@@ -207,9 +207,7 @@ def _place(
     return offset, placed
 
 
-def _similarity_theta(
-    forward: Tensor, offset: Tensor, in_size: tuple[int, int], out_size: tuple[int, int]
-) -> Tensor:
+def _similarity_theta(forward: Tensor, offset: Tensor, in_size: tuple[int, int], out_size: tuple[int, int]) -> Tensor:
     """Affine θ ``(N, 6)`` (target -> source, normalised) of the map that takes a source pixel ``u`` (measured
     from the source centre) to ``forward @ u + offset`` (measured from the output centre)."""
     (h_in, w_in), (h_out, w_out) = in_size, out_size
@@ -360,7 +358,11 @@ def add_clutter(
 
 
 def _add_clutter_(
-    canvas: Tensor, generator: torch.Generator, pool: Tensor, num_clutter: int, clutter_size: int,
+    canvas: Tensor,
+    generator: torch.Generator,
+    pool: Tensor,
+    num_clutter: int,
+    clutter_size: int,
     exclude: Tensor | None,
 ) -> tuple[Tensor, Params]:
     """:func:`add_clutter` in place on a contiguous ``canvas``."""
@@ -377,12 +379,18 @@ def _add_clutter_(
         index = torch.randint(0, m - 1, shape, generator=generator)
         index = index + (index >= exclude.cpu().view(-1, 1)).long()
     crop = torch.stack(
-        [torch.randint(0, w - clutter_size + 1, shape, generator=generator),
-         torch.randint(0, h - clutter_size + 1, shape, generator=generator)], dim=-1
+        [
+            torch.randint(0, w - clutter_size + 1, shape, generator=generator),
+            torch.randint(0, h - clutter_size + 1, shape, generator=generator),
+        ],
+        dim=-1,
     )
     pos = torch.stack(
-        [torch.randint(0, width - clutter_size + 1, shape, generator=generator),
-         torch.randint(0, height - clutter_size + 1, shape, generator=generator)], dim=-1
+        [
+            torch.randint(0, width - clutter_size + 1, shape, generator=generator),
+            torch.randint(0, height - clutter_size + 1, shape, generator=generator),
+        ],
+        dim=-1,
     )
     ar = torch.arange(clutter_size)
     rows = (crop[..., 1:] + ar)[..., :, None]  # (N, K, S, 1)

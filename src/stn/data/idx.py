@@ -79,8 +79,7 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None) -> Tensor:
         raise IDXError(f"{path}: {len(data)} bytes, too short for an IDX header (4-byte magic number)")
     if data[0:2] != b"\x00\x00":
         raise IDXError(
-            f"{path}: bad magic number 0x{data[:4].hex()} "
-            "(expected 0x0000TTNN: type code, ndim); not an IDX file"
+            f"{path}: bad magic number 0x{data[:4].hex()} (expected 0x0000TTNN: type code, ndim); not an IDX file"
         )
     code, dims_count = data[2], data[3]
     if code not in _DTYPES:
@@ -97,8 +96,7 @@ def read_idx(path: str | os.PathLike, ndim: int | None = None) -> Tensor:
     if len(data) != expected:
         what = "truncated" if len(data) < expected else "has trailing bytes"
         raise IDXError(
-            f"{path}: {what}: header says shape {shape} of {dtype.name} = {expected} bytes, "
-            f"file has {len(data)}"
+            f"{path}: {what}: header says shape {shape} of {dtype.name} = {expected} bytes, file has {len(data)}"
         )
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape).astype(dtype.newbyteorder("="))
     return torch.from_numpy(array)
@@ -118,9 +116,7 @@ def write_idx(path: str | os.PathLike, array: Tensor | np.ndarray, compress: boo
     array = np.ascontiguousarray(array.cpu().numpy() if isinstance(array, Tensor) else array)
     code = _CODES.get(array.dtype.newbyteorder("="))
     if code is None:
-        raise TypeError(
-            f"cannot write dtype {array.dtype} as IDX; use uint8, int8, int16, int32, float32 or float64"
-        )
+        raise TypeError(f"cannot write dtype {array.dtype} as IDX; use uint8, int8, int16, int32, float32 or float64")
     if array.ndim > 255:
         raise ValueError(f"IDX files hold at most 255 dimensions, got {array.ndim}")
     payload = (

@@ -305,9 +305,7 @@ def load_mnist(
         if images.dtype != torch.uint8 or tuple(images.shape[1:]) != (28, 28):
             raise ValueError(f"{images_path}: expected (N, 28, 28) uint8 images, got {tuple(images.shape)}")
         if len(labels) != len(images):
-            raise ValueError(
-                f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path}"
-            )
+            raise ValueError(f"{labels_path}: {len(labels)} labels for the {len(images)} images of {images_path}")
         if len(labels) and int(labels.max()) > 9:
             raise ValueError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}")
         return MNIST(images, labels.long(), MNIST_SOURCE, images_path.parent, split)

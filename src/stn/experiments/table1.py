@@ -76,8 +76,9 @@ class Budget:
 BUDGETS = {
     # At 1,000 steps the paper's 0.01 has decayed twice before the transformers have moved much (ST-CNN Aff on RTS:
     # 11.6% error with 0.01 against 3.6% with 0.03), so the short budget starts higher.
-    "quick": Budget(1_000, 0.03, "1,000 steps per model (about 4 epochs) at lr 0.03, RTS column in about 30 min "
-                    "on 2 CPU cores"),
+    "quick": Budget(
+        1_000, 0.03, "1,000 steps per model (about 4 epochs) at lr 0.03, RTS column in about 30 min on 2 CPU cores"
+    ),
     "paper": Budget(_PAPER_ITERATIONS, 0.01, "150,000 steps per model at lr 0.01, the paper's schedule"),
 }
 
@@ -115,8 +116,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seeds", type=positive_int, default=1, help="runs per cell with seeds 0..N-1 (default 1)")
     parser.add_argument("--out", default=None, help="output folder (default runs/table1-<budget>)")
     parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256 (the paper's)")
-    parser.add_argument("--lr", type=float, default=None,
-                        help="base learning rate (default: the budget's; quick 0.03, paper 0.01 as in the paper)")
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="base learning rate (default: the budget's; quick 0.03, paper 0.01 as in the paper)",
+    )
     parser.add_argument("--num-train", type=positive_int, default=None, help="train on a fixed subset of N digits")
     parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -99,9 +99,7 @@ class DigitClassifier(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         # Not while tracing: the check would be baked into the export as a constant.
         if self.in_shape is not None and not torch.jit.is_tracing() and tuple(x.shape[1:]) != self.in_shape:
-            raise ValueError(
-                f"this model takes inputs (B, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"this model takes inputs (B, {', '.join(map(str, self.in_shape))}), got {tuple(x.shape)}")
         if self.transformer is not None:
             x = self.transformer(x)
         return self.classifier(self.pool(x))
