@@ -15,13 +15,12 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 @pytest.mark.parametrize(
     "args",
     [
-        ["bench_warp.py", "--smoke"],
-        ["bench_svhn.py", "--smoke"],
-        ["bench_train.py", "--steps", "1", "--batch-size", "8"],
-        ["bench_train.py", "--steps", "1", "--batch-size", "8", "--channels-last"],
-        ["bench_data.py", "--smoke", "--data-dir", "{tiny_mnist}"],
+        pytest.param(["bench_warp.py", "--smoke"], id="warp"),
+        pytest.param(["bench_svhn.py", "--smoke"], id="svhn"),
+        pytest.param(["bench_train.py", "--steps", "1", "--batch-size", "8"], id="train"),
+        pytest.param(["bench_train.py", "--steps", "1", "--batch-size", "8", "--channels-last"], id="train-nhwc"),
+        pytest.param(["bench_data.py", "--smoke", "--data-dir", "{tiny_mnist}"], id="data"),
     ],
-    ids=lambda a: " ".join(a[:1] + a[5:]),
 )
 def test_benchmark_smoke(args: list[str], tiny_mnist: Path) -> None:
     argv = [a.format(tiny_mnist=tiny_mnist) for a in args]
