@@ -185,7 +185,7 @@ def best_response(
             others = torch.cat([chosen[:i], chosen[i + 1 :]])
             loss = expected_triplet_loss(torch.cdist(embeddings[i], others).pow(2), far[i], margin)
             best = int(loss.argmin())
-            changed |= best != choice[i]
+            changed |= best != int(choice[i])
             choice[i], chosen[i] = best, embeddings[i, best]
             total += loss[best].item()
         history.append(choice.clone())
