@@ -134,6 +134,8 @@ def test_colocalize_finds_a_planted_common_object_and_trains_the_transformer_on_
     torch.testing.assert_close(result.theta, result.transformer.localize(images).detach())
     with pytest.raises(ValueError, match="square"):
         colocalize(images[:, :, :80], boxes, encoder, budget)
+    uneven = colocalize(images, boxes, encoder, Budget(encoder_iterations=1, stride=5, rounds=1, fit_steps=1))
+    torch.testing.assert_close(uneven.history[0, :, 1:], torch.full((8, 2), 2 / 42))  # 44 px: nearest the centre
 
 
 @pytest.mark.parametrize("variant", ["coloc", "coloc-tc"])

@@ -141,8 +141,7 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
 def candidate_crops(size: int, crop: int, stride: int) -> Tensor:
     """Attention θ ``(G, 3)`` of the ``crop``-pixel square windows of a ``size``-pixel square image whose corners
     step by ``stride`` pixels from the top-left window, row by row (the last row and column may stop short of the
-    border); ``G = k²`` with ``k = (size - crop) // stride + 1``. The middle one is the centred crop when
-    ``(size - crop) / stride`` is even."""
+    border); ``G = k²`` with ``k = (size - crop) // stride + 1``."""
     if not 0 < crop <= size or stride < 1:
         raise ValueError(f"need 0 < crop <= size and stride >= 1, got size {size}, crop {crop}, stride {stride}")
     centres = (torch.arange(0, size - crop + 1, stride) + crop / 2) * 2 / size - 1
@@ -284,7 +283,8 @@ def colocalize(
         raise ValueError(f"images must be square, (N, C, S, S) with S >= {DIGIT_SIZE}, got {tuple(images.shape)}")
     candidates = candidate_crops(images.shape[-1], DIGIT_SIZE, budget.stride)
     embeddings = _embed_candidates(images, encoder, candidates, desc=f"{desc}: embed crops")
-    start = torch.full((len(images),), len(candidates) // 2)  # the centred crop
+    centre = int(candidates[:, 1:].abs().sum(1).argmin())  # the crop nearest the image centre
+    start = torch.full((len(images),), centre)
     history, losses = best_response(embeddings, start, budget.margin, budget.rounds, desc=f"{desc}: sweeps")
     found = candidates[history[-1]]
     st = fit_transformer(images, found, budget.fit_steps, budget.fit_lr, seed)
