@@ -16,7 +16,7 @@ two hidden layers and the logits of the CNN of Sect. 4.1 (here: the Table 1 CNN 
 by the training engine, or any 28x28 classifier checkpoint given with ``--encoder``).
 
 **How L is minimised (not the paper's way).** The paper trains the transformer on L by SGD over random pairs
-``(n, m)``. We implemented that and it does not find the digits: from the centred start the crops move onto empty
+``(n, m)``. We implemented that and it does not find the digits: from the identity start the crops move onto empty
 background within a hundred steps (0% localised), and even when the transformer starts on the digits SGD moves
 every crop off them within a few steps. L itself explains why: crops of empty background all look alike, so
 ``||e(I_n^T) - e(I_m^T)||`` vanishes and each term is at most α, while two different digits of a class are far
