@@ -360,7 +360,7 @@ def _encoder(args: argparse.Namespace, budget: Budget) -> tuple[ActivationEncode
     checkpoint = load_checkpoint(path)
     if tuple(checkpoint["model_kwargs"]["in_shape"])[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
         raise ValueError(f"{path}: the encoder must take 28x28 digits, got {checkpoint['model_kwargs']}")
-    model = build_model(checkpoint).to(resolve_device(args.device)).eval()
+    model = build_model(checkpoint).eval()
     encoder = create_model("coloc-encoder", classifier=model).eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
@@ -409,7 +409,7 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     start = time.perf_counter()
     encoder, about = _encoder(args, budget)
-    encoder.to(device)
+    encoder.to(device)  # e() is built on the CPU
     test = load_mnist(args.data_dir, "test")
     scores: dict[int, dict[str, dict[str, float]]] = {}
     digits = tuple(args.digits) if args.digits else budget.digits
