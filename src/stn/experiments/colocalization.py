@@ -291,7 +291,7 @@ def colocalize(
     with torch.no_grad():
         theta = st.localize(images).cpu()
     iou = box_iou(attention_boxes(theta, images.shape[-2:]), boxes.cpu())
-    return ColocalizationResult(theta, iou, torch.stack([candidates[c] for c in history]), losses, st)
+    return ColocalizationResult(theta, iou, candidates[torch.stack(history)], losses, st)
 
 
 # --- the experiment ------------------------------------------------------------------------------------------
@@ -424,7 +424,7 @@ def run(args: argparse.Namespace) -> int:
                 held_theta = result.transformer.localize(images[n:].to(device)).cpu()
             held_iou = box_iou(attention_boxes(held_theta, images.shape[-2:]), boxes[n:])
             runs[name] = (images[:n], boxes[:n], result, images[n:], boxes[n:], held_theta)
-            scores.setdefault(digit, {})[name] = {
+            score = scores.setdefault(digit, {})[name] = {
                 "localised_percent": 100 * result.localised,
                 "held_out_percent": 100 * fraction_localised(held_iou),
                 "mean_iou": result.iou.mean().item(),
@@ -432,9 +432,9 @@ def run(args: argparse.Namespace) -> int:
                 "final_loss": result.loss[-1],
             }
             print(
-                f"digit {digit} {name}: {100 * result.localised:.0f}% localised (mean IoU {result.iou.mean():.2f}, "
-                f"{len(result.loss)} sweeps, loss {result.loss[-1]:.3f}); held out "
-                f"{100 * fraction_localised(held_iou):.0f}%"
+                f"digit {digit} {name}: {score['localised_percent']:.0f}% localised (mean IoU "
+                f"{score['mean_iou']:.2f}, {score['sweeps']} sweeps, loss {score['final_loss']:.3f}); held out "
+                f"{score['held_out_percent']:.0f}%"
             )
         if digit == digits[0]:
             _plot_boxes(runs, digit, out / "boxes.png")

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stn.coords import check_size
 from stn.models.mnist import (
     DEFAULT_TARGET_PARAMS,
     TRANSFORMS,
@@ -199,7 +200,7 @@ def colocalization_transformer(
 
     Shapes: ``(B, C, H, W) -> (B, C, *out_size)``; ``return_theta=True`` adds θ ``(B, 3)``.
     """
-    out_size = (out_size, out_size) if isinstance(out_size, int) else tuple(out_size)
+    out_size = check_size(out_size, 2)
     if scale is None:
         scale = out_size[-1] / in_shape[-1]
     if not 0 < scale <= 1:
