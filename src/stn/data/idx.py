@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from stn.data._files import atomic_path
+from stn.io import atomic_path
 
 __all__ = ["IDXError", "read_idx", "write_idx"]
 

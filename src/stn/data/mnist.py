@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from stn.data._files import atomic_path
+from stn.io import atomic_path
 from stn.data.idx import read_idx
 
 __all__ = [

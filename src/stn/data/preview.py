@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from stn.data._files import atomic_path
+from stn.io import atomic_path
 from stn.data.datasets import DistortedMNIST
 from stn.data.mnist import MNIST
 

@@ -48,7 +48,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from stn.data._files import atomic_path
+from stn.io import atomic_path
 from stn.data.mnist import default_cache_dir
 
 __all__ = [

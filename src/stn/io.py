@@ -1,0 +1,185 @@
+"""Files that never end up half-written, and run folders that one process writes at a time.
+
+The single home of the library's file safety; everything that writes (checkpoints, metrics, figures, tables,
+exports, caches, downloads) goes through :func:`atomic_path` or :func:`write_text_atomic`.
+
+* :func:`atomic_path` yields a temporary path beside the destination (``.<name>.<pid>.tmp``); on success it is
+  renamed over the destination in one ``os.replace``, on error it is removed. A reader therefore sees the old
+  file or the new one, never a mixture, and a crash loses at most the write in progress.
+* A process killed with ``kill -9`` cannot clean up; :func:`remove_stale_temp_files` removes the temporary files
+  of processes that no longer exist (a run calls it when it starts).
+* :class:`RunLock` marks a folder as being written by one process (``.lock`` holds its pid); a second writer
+  fails at once naming the holder, and the lock of a process that died is taken over.
+
+Example:
+    >>> import tempfile
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> write_text_atomic(folder / "a.txt", "hello").read_text()
+    'hello'
+    >>> with RunLock(folder):
+    ...     (folder / ".lock").exists()
+    True
+    >>> (folder / ".lock").exists()
+    False
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["RunLock", "RunLockedError", "atomic_path", "remove_stale_temp_files", "write_text_atomic"]
+
+LOCK_FILE = ".lock"
+_TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")
+
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    The caller writes the temporary file by any means (``torch.save``, ``fig.savefig``, ``np.save``...). The
+    parent folder is created when missing.
+
+    Raises:
+        IsADirectoryError: ``path`` is an existing folder.
+
+    Example:
+        >>> import tempfile
+        >>> out = Path(tempfile.mkdtemp()) / "out.bin"
+        >>> with atomic_path(out) as tmp:
+        ...     _ = tmp.write_bytes(b"abc")
+        >>> out.read_bytes()
+        b'abc'
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder, expected a file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_path`); returns the path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except OSError as err:
+        return err.errno == errno.EPERM  # exists, owned by another user
+    return True
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files (``.<name>.<pid>.tmp``) in ``folder`` whose writing process is gone.
+
+    Files of live processes are kept: they may be writing right now. Returns the removed paths.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> _ = (folder / ".checkpoint.pt.999999999.tmp").write_bytes(b"half")
+        >>> [p.name for p in remove_stale_temp_files(folder)]
+        ['.checkpoint.pt.999999999.tmp']
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in folder.iterdir():
+        match = _TEMP_NAME.match(entry.name)
+        if match and entry.is_file() and not _pid_alive(int(match.group(1))):
+            entry.unlink(missing_ok=True)
+            removed.append(entry)
+    return removed
+
+
+class RunLockedError(RuntimeError):
+    """Another live process holds the folder's :class:`RunLock`."""
+
+
+class RunLock:
+    """Exclusive right to write a run folder, held as ``folder/.lock`` containing the holder's pid.
+
+    Creating the lock file is atomic (``O_CREAT | O_EXCL``), so of two processes starting at once exactly one
+    wins. A lock whose pid no longer runs (a run killed with ``kill -9``) is stale and taken over. The same
+    process may not take the lock twice. Use as a context manager, or call :meth:`acquire` / :meth:`release`.
+
+    Raises:
+        RunLockedError: another live process holds the lock; the message names its pid.
+
+    Example:
+        >>> import tempfile
+        >>> folder = Path(tempfile.mkdtemp())
+        >>> lock = RunLock(folder).acquire()
+        >>> RunLock(folder).acquire()  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        stn.io.RunLockedError: ... is in use by process ...
+        >>> lock.release()
+    """
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self._held = False
+
+    def holder(self) -> int | None:
+        """The pid written in the lock file, or ``None`` when there is none (or it is unreadable)."""
+        try:
+            return int(self.path.read_text(encoding="utf-8").split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+
+    def acquire(self) -> RunLock:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # create; else remove a stale lock and retry (another process may race us to it)
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                pid = self.holder()
+                if pid is not None and _pid_alive(pid):
+                    who = "this process" if pid == os.getpid() else f"process {pid}"
+                    raise RunLockedError(
+                        f"{self.folder} is in use by {who} (lock file {self.path}); wait for it to finish, stop "
+                        "it, or choose another output folder"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                continue
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(f"{os.getpid()}\n")
+            self._held = True
+            return self
+        raise RunLockedError(f"could not take the lock {self.path}: other processes keep taking it")
+
+    def release(self) -> None:
+        if self._held:
+            if self.holder() == os.getpid():
+                self.path.unlink(missing_ok=True)
+            self._held = False
+
+    def __enter__(self) -> RunLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()

@@ -1,0 +1,66 @@
+"""stn.io: atomic writes, stale temporary files, the run-folder lock."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from stn.io import RunLock, RunLockedError, atomic_path, remove_stale_temp_files, write_text_atomic
+
+
+def test_atomic_write_replaces_and_cleans_up_on_error(tmp_path: Path) -> None:
+    path = write_text_atomic(tmp_path / "sub" / "a.txt", "one")
+    assert path.read_text() == "one"
+    with pytest.raises(RuntimeError), atomic_path(path) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert path.read_text() == "one"  # the old file survives
+    assert sorted(p.name for p in path.parent.iterdir()) == ["a.txt"]  # no temporary file left
+
+
+def test_atomic_path_refuses_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(IsADirectoryError, match="it is a folder"), atomic_path(tmp_path):
+        pass
+
+
+def test_stale_temp_files_of_dead_processes_are_removed(tmp_path: Path) -> None:
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(dead.stdout)
+    stale = tmp_path / f".checkpoint.pt.{dead_pid}.tmp"
+    live = tmp_path / f".checkpoint.pt.{os.getpid()}.tmp"
+    other = tmp_path / "checkpoint.pt"
+    for p in (stale, live, other):
+        p.write_bytes(b"x")
+    assert remove_stale_temp_files(tmp_path) == [stale]
+    assert live.exists() and other.exists() and not stale.exists()
+
+
+def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    with RunLock(tmp_path) as lock:
+        assert lock.holder() == os.getpid()
+        with pytest.raises(RunLockedError, match="in use by this process"):
+            RunLock(tmp_path).acquire()
+    assert not (tmp_path / ".lock").exists()
+    RunLock(tmp_path).acquire().release()
+
+
+def test_lock_held_by_another_live_process_names_its_pid(tmp_path: Path) -> None:
+    code = (
+        "import sys, time; from stn.io import RunLock; RunLock(sys.argv[1]).acquire(); "
+        "print('ok', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "ok"
+        with pytest.raises(RunLockedError, match=f"process {proc.pid}"):
+            RunLock(tmp_path).acquire()
+    finally:
+        proc.kill()
+        proc.wait()
+    # the holder died without releasing (kill -9): its lock is stale and taken over
+    with RunLock(tmp_path) as lock:
+        assert lock.holder() == os.getpid()
