@@ -51,6 +51,8 @@ def sampling_grid(theta: Tensor, transform: str | Transform, out_size: int | Seq
         ``(B, H, W, 2)`` with ``(x, y)`` in the last dimension (3-D ``(B, D, H, W, 3)``), θ's dtype.
 
     Example:
+        >>> import torch
+        >>> from stn import sampling_grid
         >>> theta = torch.tensor([[0.5, 0.0, 0.0, 0.0, 0.5, 0.0]])  # zoom in 2x on the centre
         >>> sampling_grid(theta, "affine", (2, 2))[0, 0]
         tensor([[-0.2500, -0.2500],
@@ -91,6 +93,14 @@ def sample(
 
     Returns:
         ``(B, C, H, W)`` (3-D ``(B, C, D, H, W)``) in ``x``'s dtype.
+
+    Example:
+        >>> import torch
+        >>> from stn import sample
+        >>> x = torch.full((1, 1, 4, 4), 0.5)
+        >>> grid = torch.tensor([[[[0.0, 0.0], [3.0, 0.0]]]])  # (1, 1, 2, 2): the centre, then far outside
+        >>> sample(x, grid, fill=1.0)
+        tensor([[[[0.5000, 1.0000]]]])
     """
     ndim = grid.dim() - 2
     _check_input(x, ndim)
@@ -136,8 +146,10 @@ def warp(
         ``(B, C, *out_size)`` in ``x``'s dtype. Grids are computed in at least float32.
 
     Example:
+        >>> import torch
+        >>> from stn import transforms, warp
         >>> x = torch.rand(8, 1, 42, 42)
-        >>> theta = stn.transforms.get("attention").identity(8)
+        >>> theta = transforms.get("attention").identity(8)  # (8, 3): s, tx, ty
         >>> theta[:, 0] = 0.5  # zoom in 2x on the centre
         >>> warp(x, theta, "attention", out_size=(21, 21)).shape
         torch.Size([8, 1, 21, 21])

@@ -1,11 +1,16 @@
 """Data: MNIST (with an offline 5,000-digit fallback) and the paper's distorted variants.
 
 Example:
-    >>> from stn.data import DistortedMNIST, VARIANTS, variant_info
+    >>> import torch
+    >>> from stn.data import MNIST, DistortedMNIST, variant_info
     >>> variant_info("RTS").image_size
     (42, 42)
-    >>> train = DistortedMNIST("tc", split="train", seed=0)  # doctest: +SKIP
-    >>> images, labels = train.epoch_tensors()  # doctest: +SKIP
+    >>> # load_mnist() finds the real digits; 20 blank ones stand in for them here
+    >>> digits = MNIST(torch.zeros(20, 28, 28, dtype=torch.uint8), torch.arange(20) % 10, "mnist", None, "train")
+    >>> train = DistortedMNIST("tc", split="train", seed=0, mnist=digits)
+    >>> images, labels = train.epoch_tensors()
+    >>> images.shape, labels.shape
+    (torch.Size([20, 1, 60, 60]), torch.Size([20]))
 """
 
 from stn.data.datasets import BLOCK_SIZE, DistortedMNIST, EpochBatches
