@@ -2,10 +2,19 @@
 animation of the transformations over training. PNG / GIF, drawn with matplotlib's Agg backend.
 
 Example:
-    >>> from stn.engine.checkpoint import load_model
-    >>> model, checkpoint = load_model("runs/rts-st-cnn-aff/checkpoint.pt")  # doctest: +SKIP
-    >>> plot_model_transformations(model, images, "fig.png")  # doctest: +SKIP
-    >>> plot_curves(checkpoint["history"], "curves.png")  # doctest: +SKIP
+    >>> import torch
+    >>> from stn.models import create_model
+    >>> from stn.viz import plot_curves, plot_model_transformations
+    >>> # a trained model and its history: model, checkpoint = stn.engine.checkpoint.load_model("run/checkpoint.pt")
+    >>> model = create_model("st-cnn-aff", in_shape=(1, 42, 42))
+    >>> plot_model_transformations(model, torch.rand(4, 1, 42, 42), "fig.png")
+    PosixPath('fig.png')
+    >>> history = [
+    ...     {"epoch": e, "train_loss": 1 / e, "test_loss": 1 / e, "train_error": 0.1 / e, "test_error": 0.1 / e}
+    ...     for e in (1, 2, 3)
+    ... ]
+    >>> plot_curves(history, "curves.png")  # checkpoint["history"] of a run
+    PosixPath('curves.png')
 """
 
 from __future__ import annotations

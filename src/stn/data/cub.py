@@ -250,6 +250,8 @@ def box_to_normalized(box: np.ndarray | Tensor, image_size: tuple[int, int]) -> 
     ``(-1, -1, 1, 1)`` whatever the resize.
 
     Example:
+        >>> import torch
+        >>> from stn.data.cub import box_to_normalized
         >>> box_to_normalized(torch.tensor([0.0, 0.0, 50.0, 100.0]), (100, 100))
         tensor([-1.,  -1.,  0.,  1.])
     """

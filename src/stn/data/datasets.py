@@ -7,10 +7,22 @@ size). All the random numbers of block ``b`` are drawn from a CPU generator seed
 block gets the same parameters, and the same images up to floating-point rounding of the warp on other devices.
 
 Example:
-    >>> train = DistortedMNIST("rts", split="train", seed=0)  # doctest: +SKIP
-    >>> train.set_epoch(3)  # doctest: +SKIP
-    >>> images, labels = train.epoch_tensors()  # the fast path: (60000, 1, 42, 42), (60000,)  # doctest: +SKIP
-    >>> image, label = train[0]  # or per sample, e.g. through a DataLoader  # doctest: +SKIP
+    >>> import torch
+    >>> from stn.data import MNIST, DistortedMNIST
+    >>> # DistortedMNIST("rts", root="data/") loads the real digits; 8 random ones stand in for them here
+    >>> images = torch.randint(0, 256, (8, 28, 28), dtype=torch.uint8)
+    >>> digits = MNIST(images, torch.arange(8), "mnist", None, "train")
+    >>> train = DistortedMNIST("rts", split="train", seed=0, mnist=digits)
+    >>> train.set_epoch(3)
+    >>> images, labels = train.epoch_tensors()  # the fast path, the whole epoch at once
+    >>> images.shape, labels.shape
+    (torch.Size([8, 1, 42, 42]), torch.Size([8]))
+    >>> image, label = train[0]  # or per sample, e.g. through a DataLoader
+    >>> torch.equal(image, images[0])
+    True
+    >>> train.set_epoch(4)  # a fresh draw of distortions
+    >>> torch.equal(train[0][0], image)
+    False
 """
 
 from __future__ import annotations
@@ -245,8 +257,13 @@ class EpochBatches(IterableDataset):
     every process; :meth:`set_epoch` sets the epoch of both the order and the distortions.
 
     Example:
-        >>> batches = EpochBatches(DistortedMNIST("rts"), batch_size=256, rank=0, world_size=2)  # doctest: +SKIP
-        >>> for images, labels in DataLoader(batches, batch_size=None, num_workers=2): ...  # doctest: +SKIP
+        >>> import torch
+        >>> from torch.utils.data import DataLoader
+        >>> from stn.data import MNIST, DistortedMNIST, EpochBatches
+        >>> digits = MNIST(torch.zeros(10, 28, 28, dtype=torch.uint8), torch.arange(10), "mnist", None, "train")
+        >>> batches = EpochBatches(DistortedMNIST("rts", mnist=digits), batch_size=4, rank=0, world_size=2)
+        >>> [tuple(images.shape) for images, labels in DataLoader(batches, batch_size=None)]  # this rank's half
+        [(4, 1, 42, 42), (1, 1, 42, 42)]
     """
 
     def __init__(

@@ -32,6 +32,8 @@ Offsets of the translation-only variants are whole pixels, so those digits are c
 digit of the clutter pool (never the sample's own digit), combined with the canvas by a pixel-wise maximum.
 
 Example:
+    >>> import torch
+    >>> from stn.data.distortions import rts
     >>> g = torch.Generator().manual_seed(0)
     >>> out, params = rts(torch.zeros(8, 28, 28, dtype=torch.uint8), g)
     >>> out.shape, sorted(params)

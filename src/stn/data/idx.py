@@ -5,9 +5,16 @@ dimensions, then the row-major data. A file whose magic, type, dimensions or len
 :class:`IDXError` naming the file — never silent garbage.
 
 Example:
-    >>> images = read_idx("train-images-idx3-ubyte.gz", ndim=3)  # doctest: +SKIP
-    >>> images.shape, images.dtype  # doctest: +SKIP
-    (torch.Size([60000, 28, 28]), torch.uint8)
+    >>> import torch
+    >>> from stn.data import read_idx, write_idx
+    >>> path = write_idx("images-idx3-ubyte.gz", torch.zeros(5, 28, 28, dtype=torch.uint8))  # gzipped: .gz
+    >>> images = read_idx(path, ndim=3)
+    >>> images.shape, images.dtype
+    (torch.Size([5, 28, 28]), torch.uint8)
+    >>> read_idx(path, ndim=1)
+    Traceback (most recent call last):
+    ...
+    stn.data.idx.IDXError: images-idx3-ubyte.gz: has 3 dimension(s), expected 1
 """
 
 from __future__ import annotations

@@ -1,7 +1,11 @@
 """Contact sheets: a grid of a variant's samples with their labels (and truth boxes), as a PNG.
 
 Example:
-    >>> preview_sheet("tc", "tc.png", n=64, seed=0)  # doctest: +SKIP
+    >>> import torch
+    >>> from stn.data import MNIST, preview_sheet
+    >>> # without mnist=..., the digits come from load_mnist(root)
+    >>> digits = MNIST(torch.zeros(16, 28, 28, dtype=torch.uint8), torch.arange(16) % 10, "mnist", None, "train")
+    >>> preview_sheet("tc", "tc.png", n=16, seed=0, mnist=digits)
     PosixPath('tc.png')
 """
 
@@ -13,9 +17,9 @@ from pathlib import Path
 
 import torch
 
-from stn.io import atomic_path
 from stn.data.datasets import DistortedMNIST
 from stn.data.mnist import MNIST
+from stn.io import atomic_path
 
 __all__ = ["preview_sheet"]
 

@@ -48,8 +48,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from stn.io import atomic_path
 from stn.data.mnist import default_cache_dir
+from stn.io import atomic_path
 
 __all__ = [
     "CROP_EXPANSION",
@@ -368,6 +368,8 @@ def random_crops(images: Tensor, size: int, generator: torch.Generator | None = 
     """A random ``size x size`` window of each image, ``(B, C, H, W) -> (B, C, size, size)`` (train-time).
 
     Example:
+        >>> import torch
+        >>> from stn.data.svhn import random_crops
         >>> random_crops(torch.zeros(2, 3, 64, 64), 54).shape
         torch.Size([2, 3, 54, 54])
     """

@@ -26,6 +26,7 @@ projects it along depth (:class:`DepthProjection`) into a 2-D image and classifi
 ``volume-cnn`` is the same without the transformer (the baseline: the projection of the posed digit).
 
 Example:
+    >>> import torch
     >>> from stn.models import create_model
     >>> model = create_model("add-2xst-fcn-aff")
     >>> model(torch.rand(4, 2, 42, 42)).shape
@@ -233,6 +234,9 @@ class ActivationEncoder(nn.Module):
     Shapes: ``(B, C, H, W) -> (B, F)``.
 
     Example:
+        >>> import torch
+        >>> from stn.models import create_model
+        >>> from stn.models.appendix import ActivationEncoder
         >>> enc = ActivationEncoder(create_model("cnn").classifier)
         >>> enc(torch.rand(2, 1, 28, 28)).shape[0]
         2

@@ -17,6 +17,9 @@ Inception network with batch norm, e.g. ``"inception_v3"``). Inputs are RGB in `
 them with the ImageNet mean and standard deviation.
 
 Example:
+    >>> import torch
+    >>> from stn.models import create_model
+    >>> from stn.models.cub import attention_boxes
     >>> model = create_model("cub-st-cnn-2x", num_classes=10, backbone="tiny", crop_size=32, loc_size=32)
     >>> logits, theta = model(torch.rand(2, 3, 64, 64), return_theta=True)
     >>> logits.shape, attention_boxes(theta).shape

@@ -25,6 +25,7 @@ Inputs are images in ``[0, 1]`` with background 0 and are not mean-normalised, s
 padding equals the background.
 
 Example:
+    >>> import torch
     >>> from stn.models import create_model
     >>> model = create_model("st-cnn-aff", in_shape=(1, 42, 42))
     >>> model(torch.rand(8, 1, 42, 42)).shape
@@ -187,6 +188,7 @@ def mnist_model(
             with a transformer, else 1.
 
     Example:
+        >>> from stn.models.mnist import mnist_model
         >>> mnist_model("cnn", "tps", in_shape=(1, 60, 60)).pool
         AvgPool2d(kernel_size=2, stride=2, padding=0)
     """

@@ -1,10 +1,13 @@
 """One registry for every model the library can build by name (the timm pattern).
 
 Example:
+    >>> import torch
     >>> from stn.models import create_model, list_models
-    >>> model = create_model("st-cnn-aff", num_classes=10, in_size=(42, 42))
-    >>> "cnn" in list_models()
-    True
+    >>> model = create_model("st-cnn-aff", num_classes=10, in_shape=(1, 42, 42))
+    >>> model(torch.rand(2, 1, 42, 42)).shape
+    torch.Size([2, 10])
+    >>> list_models("st-cnn-*")
+    ['st-cnn-aff', 'st-cnn-proj', 'st-cnn-tps']
 """
 
 from __future__ import annotations

@@ -15,6 +15,8 @@ Every transformer starts at the identity; train their localisation nets at 1/10 
 (``stn.param_groups(model, lr, localization_lr_scale=0.1)``).
 
 Example:
+    >>> import torch
+    >>> from stn.models import create_model
     >>> model = create_model("svhn-st-cnn-multi", in_shape=(3, 54, 54))
     >>> model(torch.rand(2, 3, 54, 54)).shape
     torch.Size([2, 5, 11])
@@ -168,7 +170,11 @@ def sequence_errors(logits: Tensor, targets: Tensor) -> Tensor:
     """``(B,)`` bool: the sequence is wrong if **any** position (null class included) is wrong.
 
     Example:
-        >>> logits = torch.zeros(1, 5, 11); logits[0, :, 10] = 1; logits[0, 0, 3] = 2
+        >>> import torch
+        >>> from stn.models.svhn import sequence_errors
+        >>> logits = torch.zeros(1, 5, 11)
+        >>> logits[0, :, 10] = 1  # every position predicts "no digit" ...
+        >>> logits[0, 0, 3] = 2  # ... except the first, a 3
         >>> sequence_errors(logits, torch.tensor([[3, 10, 10, 10, 10]]))
         tensor([False])
     """

@@ -19,6 +19,8 @@ class FCLocalization(nn.Sequential):
         hidden: units of each hidden layer; the paper uses 32-unit layers.
 
     Example:
+        >>> import torch
+        >>> from stn.modules import FCLocalization
         >>> loc = FCLocalization((1, 28, 28), hidden=(32, 32))
         >>> loc(torch.rand(4, 1, 28, 28)).shape
         torch.Size([4, 32])
@@ -45,6 +47,8 @@ class ConvLocalization(nn.Module):
     Works on images ``(B, C, H, W)``; ``ndim=3`` builds the volumetric version for ``(B, C, D, H, W)``.
 
     Example:
+        >>> import torch
+        >>> from stn.modules import ConvLocalization
         >>> loc = ConvLocalization(1)
         >>> loc(torch.rand(4, 1, 42, 42)).shape, loc(torch.rand(4, 1, 60, 60)).shape
         (torch.Size([4, 20]), torch.Size([4, 20]))

@@ -23,8 +23,25 @@ def param_groups(model: nn.Module, lr: float, localization_lr_scale: float = 1.0
     """Two groups for ``torch.optim``: the localisation parameters at ``lr * localization_lr_scale``, the rest
     at ``lr``. The paper trains localisation nets at 1/10 of the base rate on SVHN and lower on CUB.
 
+    Args:
+        model: any module; its spatial transformers' localisation nets and θ regression layers form the
+            ``"localization"`` group, every other parameter the ``"base"`` group.
+        lr: the base learning rate.
+        localization_lr_scale: factor applied to ``lr`` for the localisation group.
+
+    Returns:
+        ``[{"params", "lr", "name": "base"}, {"params", "lr", "name": "localization"}]``, leaving out an empty
+        group.
+
     Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from stn.modules import ConvLocalization, SpatialTransformer, param_groups
+        >>> st = SpatialTransformer(ConvLocalization(1), "affine")
+        >>> model = nn.Sequential(st, nn.Flatten(), nn.Linear(28 * 28, 10))
         >>> opt = torch.optim.SGD(param_groups(model, lr=0.01, localization_lr_scale=0.1), lr=0.01)
+        >>> [(group["name"], group["lr"]) for group in opt.param_groups]
+        [('base', 0.01), ('localization', 0.001)]
     """
     loc = localization_parameters(model)
     loc_ids = {id(p) for p in loc}

@@ -143,6 +143,8 @@ class SpatialTransformer(_TransformerBase):
         mode, padding_mode, fill: see :func:`stn.sample`.
 
     Example:
+        >>> import torch
+        >>> from stn.modules import ConvLocalization, SpatialTransformer
         >>> st = SpatialTransformer(ConvLocalization(1), "affine", out_size=(21, 21))
         >>> y, theta = st(torch.rand(8, 1, 42, 42), return_theta=True)
         >>> y.shape, theta.shape
@@ -202,11 +204,12 @@ class ParallelSpatialTransformer(_TransformerBase):
         Other arguments as :class:`SpatialTransformer`.
 
     Example:
-        >>> pst = ParallelSpatialTransformer(ConvLocalization(3), 2, "attention", (224, 224),
-        ...                                  scale_range=(0.5, 0.5))
-        >>> crops, theta = pst(torch.rand(2, 3, 448, 448), return_theta=True)
+        >>> import torch
+        >>> from stn.modules import ConvLocalization, ParallelSpatialTransformer
+        >>> pst = ParallelSpatialTransformer(ConvLocalization(3), 2, "attention", (48, 48), scale_range=(0.5, 0.5))
+        >>> crops, theta = pst(torch.rand(2, 3, 96, 96), return_theta=True)  # two half-size crops per image
         >>> len(crops), crops[0].shape, theta.shape
-        (2, torch.Size([2, 3, 224, 224]), torch.Size([2, 2, 3]))
+        (2, torch.Size([2, 3, 48, 48]), torch.Size([2, 2, 3]))
     """
 
     def __init__(
