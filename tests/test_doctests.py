@@ -10,7 +10,6 @@ from __future__ import annotations
 import doctest
 import importlib
 import io
-import pkgutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,9 +23,13 @@ NOT_IMPORTABLE = {f"{stn.__name__}.__main__"}
 
 
 def _module_names() -> list[str]:
-    names = [stn.__name__]
-    names += [info.name for info in pkgutil.walk_packages(stn.__path__, prefix=f"{stn.__name__}.")]
-    return sorted(set(names) - NOT_IMPORTABLE)
+    # Walks the files, not pkgutil: pkgutil skips folders without __init__.py (namespace subpackages).
+    root = Path(stn.__file__).parent
+    names = set()
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names.add(".".join(parts[:-1] if parts[-1] == "__init__" else parts))
+    return sorted(names - NOT_IMPORTABLE)
 
 
 def _missing_dependency(err: BaseException | None) -> str | None:
