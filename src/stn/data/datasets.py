@@ -72,7 +72,8 @@ class DistortedMNIST(Dataset):
         variant: a name of :data:`stn.data.VARIANTS` (case-insensitive).
         split: ``"train"`` (fresh distortions each epoch, see :meth:`set_epoch`) or ``"test"`` (fixed by
             ``seed``).
-        root, download: where to find MNIST (see :func:`stn.data.load_mnist`); ignored when ``mnist`` is given.
+        root: where to find MNIST (see :func:`stn.data.load_mnist`); ignored when ``mnist`` is given.
+        download: fetch MNIST when it is not found (see :func:`stn.data.load_mnist`).
         seed: the seed of all random draws.
         num_samples: dataset length; default one sample per digit of the split, in file order. Otherwise the
             digits are taken in a fixed random order (seeded), cycling when ``num_samples`` exceeds the split.

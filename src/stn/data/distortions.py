@@ -499,7 +499,7 @@ def addition(images: Tensor, generator: torch.Generator, **rts_options) -> tuple
 
     Args:
         images: ``(N, 2, h, w)``: the two digits of each sample.
-        rts_options: passed to :func:`rts` (default canvas 42x42).
+        **rts_options: passed to :func:`rts` (default canvas 42x42).
 
     Returns:
         ``out`` ``(N, 2, size, size)`` and the :func:`rts` params with a leading ``(N, 2)`` shape.

@@ -50,8 +50,12 @@ def preview_sheet(
     Args:
         variant: a name of :data:`stn.data.VARIANTS`.
         n: number of samples (a grid of ``ceil(sqrt(n))`` columns).
-        seed, split, epoch: which samples (see :class:`stn.data.DistortedMNIST`).
-        root, mnist: where the digits come from (see :func:`stn.data.load_mnist`).
+        out_path: the PNG to write.
+        seed: the seed of the samples' distortions (see :class:`stn.data.DistortedMNIST`).
+        root: where MNIST is found (see :func:`stn.data.load_mnist`).
+        split: ``"train"`` or ``"test"``.
+        epoch: the training epoch whose distortions are shown.
+        mnist: already loaded digits of ``split``, instead of loading them from ``root``.
 
     Returns:
         The path written.

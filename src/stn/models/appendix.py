@@ -314,7 +314,8 @@ def volume_model(
         in_shape: ``(C, D, H, W)`` of the volumes.
         out_size: ``(D, H, W)`` the transformer outputs; ``H`` and ``W`` must divide the input's.
         projection_scale: see :class:`DepthProjection`.
-        localization_channels, localization_downsample: of the 3-D :class:`stn.ConvLocalization`.
+        localization_channels: channels of the 3-D :class:`stn.ConvLocalization`.
+        localization_downsample: max-pooling factor of the volume before the localisation net's convolutions.
 
     Shapes: ``(B, C, D, H, W) -> (B, num_classes)``. ``model.transformer`` is an ``nn.Sequential`` of the
     :class:`stn.SpatialTransformer` (``volume-st`` only) and the :class:`DepthProjection`.

@@ -112,6 +112,10 @@ BUILTIN_BACKBONES = {"tiny": TinyBackbone, "resnet18": ResNet18}
 def build_backbone(name: str = "tiny", pretrained: bool = False) -> nn.Module:
     """A feature extractor ``(B, 3, H, W) -> (B, F)`` with ``out_features = F``.
 
+    Args:
+        name: ``"tiny"`` or ``"resnet18"`` (built in), or a timm model name.
+        pretrained: load timm's ImageNet weights.
+
     Raises:
         ValueError: ``pretrained=True`` for a built-in backbone (no weights ship with stn).
         KeyError: a name that is neither built in nor known to timm, or timm is not installed.
@@ -160,7 +164,8 @@ class CUBClassifier(nn.Module):
 
     Args:
         num_classes: 200 for the full set.
-        backbone, pretrained: see :func:`build_backbone`.
+        backbone: the backbone's name (see :func:`build_backbone`).
+        pretrained: load ImageNet weights (timm backbones only).
         num_transformers: 0 for the CNN baseline (the backbone sees the whole input), else N >= 1.
         crop_size: side of each transformer's output crop.
         loc_size: side the input is resized to for the localisation backbone.

@@ -46,6 +46,15 @@ class ConvLocalization(nn.Module):
 
     Works on images ``(B, C, H, W)``; ``ndim=3`` builds the volumetric version for ``(B, C, D, H, W)``.
 
+    Args:
+        in_channels: C of the input.
+        channels: filters of each convolution.
+        kernel_size: k.
+        hidden: units of the fully connected layer, ``out_features``.
+        downsample: factor of the first max-pool (1: none).
+        pool_size: side of the adaptive max-pool's output.
+        ndim: 2 for images, 3 for volumes.
+
     Example:
         >>> import torch
         >>> from stn.modules import ConvLocalization

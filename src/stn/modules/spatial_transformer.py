@@ -43,6 +43,15 @@ class ThetaRegressor(nn.Module):
       object must stay in view.
     * ``scale_range=(lo, hi)``: clamps the isotropic scale (attention and similarity only). ``lo == hi`` fixes it,
       as in the paper's CUB attention transformers (fixed scale, learnt translation).
+
+    Args:
+        in_features: F, the width of the localisation features.
+        transform: the family of θ.
+        num_transformers: N.
+        residual: θ = init_theta + output instead of output (whose bias starts at init_theta).
+        max_translation: the bound ``b`` on the translation entries' distance from their start (see above).
+        scale_range: ``(lo, hi)`` of the isotropic scale (see above).
+        init_theta: ``(P,)`` or ``(N, P)`` starting θ; default the identity.
     """
 
     def __init__(
@@ -139,8 +148,13 @@ class SpatialTransformer(_TransformerBase):
         transform: family name or Transform (``"affine"``, ``"projective"``, ``"tps"``, ``"attention"``, ...).
         out_size: output ``(H, W)`` (3-D ``(D, H, W)``); defaults to the input's spatial size.
         in_features: F; default ``localization.out_features`` or its last ``nn.Linear``'s width.
-        residual, max_translation, scale_range, init_theta: see :class:`ThetaRegressor`.
-        mode, padding_mode, fill: see :func:`stn.sample`.
+        residual: predict θ as a change from ``init_theta`` (see :class:`ThetaRegressor`).
+        max_translation: bound on how far the translation moves from its start (see :class:`ThetaRegressor`).
+        scale_range: ``(lo, hi)`` clamp of the isotropic scale; ``lo == hi`` fixes it (attention, similarity).
+        init_theta: ``(P,)`` starting θ; default the identity.
+        mode: interpolation, see :func:`stn.sample`.
+        padding_mode: what is read outside the input, see :func:`stn.sample`.
+        fill: the constant read outside the input (the image background), see :func:`stn.sample`.
 
     Example:
         >>> import torch
@@ -198,10 +212,18 @@ class ParallelSpatialTransformer(_TransformerBase):
     Args:
         localization: a module, or a sequence of ``num_transformers`` modules.
         num_transformers: N (inferred from the list when a list is given).
+        transform: family name or Transform, as in :class:`SpatialTransformer`.
+        out_size: output ``(H, W)`` of every transformer (3-D ``(D, H, W)``); defaults to the input's size.
+        in_features: F of the localisation features, as in :class:`SpatialTransformer`.
         concat: return ``(B, N*C, *out_size)`` (outputs concatenated along channels, transformer-major) instead
             of a list of N ``(B, C, *out_size)`` tensors.
+        residual: as in :class:`SpatialTransformer`.
+        max_translation: as in :class:`SpatialTransformer`.
+        scale_range: as in :class:`SpatialTransformer`.
         init_theta: ``(P,)`` or ``(N, P)``; e.g. different starting crops for each transformer.
-        Other arguments as :class:`SpatialTransformer`.
+        mode: as in :class:`SpatialTransformer`.
+        padding_mode: as in :class:`SpatialTransformer`.
+        fill: as in :class:`SpatialTransformer`.
 
     Example:
         >>> import torch
