@@ -15,10 +15,21 @@ bounding box maps to the resized image by scaling x and y; :attr:`CUB200.boxes` 
 ``[-1, 1]`` coordinates of :mod:`stn.coords`, ready to compare with where a transformer attends.
 
 Example:
-    >>> test = CUB200("~/data/CUB_200_2011", "test", image_size=448)    # doctest: +SKIP
-    >>> image, label = test[0]                                           # doctest: +SKIP
-    >>> image.shape, test.boxes[0]                                       # doctest: +SKIP
-    (torch.Size([3, 448, 448]), tensor([-0.7600, -0.8440,  0.5400,  0.3720]))
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> from stn.data.cub import CUB200
+    >>> # a one-photo stand-in for the official CUB_200_2011/ folder: a 100x50 bird in the box x 10-60, y 5-30
+    >>> root = Path("CUB_200_2011")
+    >>> (root / "images" / "001.Albatross").mkdir(parents=True)
+    >>> Image.new("RGB", (100, 50)).save(root / "images" / "001.Albatross" / "1.jpg")
+    >>> tables = {"images.txt": "1 001.Albatross/1.jpg", "image_class_labels.txt": "1 1", "classes.txt": "1 Albatross",
+    ...           "train_test_split.txt": "1 0", "bounding_boxes.txt": "1 10 5 50 25"}
+    >>> for name, line in tables.items():
+    ...     _ = (root / name).write_text(line)
+    >>> test = CUB200(root, "test", image_size=64)
+    >>> image, label = test[0]
+    >>> image.shape, label, test.boxes[0]  # the box in the normalised coordinates of stn.coords
+    (torch.Size([3, 64, 64]), tensor(0), tensor([-0.8000, -0.8000,  0.2000,  0.2000]))
 """
 
 from __future__ import annotations

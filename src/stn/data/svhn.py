@@ -25,9 +25,15 @@ named after the split, the crop and a fingerprint of ``digitStruct.mat``; the fo
 temporary name and renamed into place, so an interrupted run never leaves a half-written cache.
 
 Example:
-    >>> train = SVHNSequences("~/data/svhn", "train", crop=64)      # doctest: +SKIP
-    >>> image, labels = train[0]                                     # doctest: +SKIP
-    >>> image.shape, labels                                          # doctest: +SKIP
+    >>> from PIL import Image
+    >>> from stn.data.svhn import DigitBox, SVHNRecord, SVHNSequences, write_digit_struct
+    >>> # a one-photo stand-in for the official svhn/train/ folder: 1.png showing the digits 1 and 9
+    >>> boxes = (DigitBox(20, 10, 15, 25, 1), DigitBox(40, 10, 15, 25, 9))
+    >>> _ = write_digit_struct("svhn/train/digitStruct.mat", [SVHNRecord("1.png", boxes)])
+    >>> Image.new("RGB", (80, 45)).save("svhn/train/1.png")
+    >>> train = SVHNSequences("svhn", "train", crop=64, cache_dir="svhn-cache", progress=False)
+    >>> image, labels = train[0]
+    >>> image.shape, labels
     (torch.Size([3, 64, 64]), tensor([ 1,  9, 10, 10, 10]))
 """
 
