@@ -11,6 +11,7 @@ Coordinates follow :mod:`stn.coords` (``grid_sample(align_corners=False)``; θ m
 
 from stn import coords, transforms
 from stn.functional import sample, sampling_grid, warp
+from stn.interop import pixel_matrix_from_theta, spatial_transformer_from_tutorial, theta_from_pixel_matrix
 from stn.modules import (
     ConvLocalization,
     FCLocalization,
@@ -33,8 +34,11 @@ __all__ = [
     "coords",
     "localization_parameters",
     "param_groups",
+    "pixel_matrix_from_theta",
     "sample",
     "sampling_grid",
+    "spatial_transformer_from_tutorial",
+    "theta_from_pixel_matrix",
     "transforms",
     "warp",
 ]

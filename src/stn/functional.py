@@ -14,9 +14,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from stn.coords import check_size
-from stn.transforms import Transform, resolve
+from stn.transforms import Affine, Affine3d, Projective, Transform, resolve
 
-__all__ = ["sample", "sampling_grid", "warp"]
+__all__ = ["flatten_theta", "sample", "sampling_grid", "warp"]
 
 _MODES = ("bilinear", "nearest", "bicubic")
 _PADDING_MODES = ("zeros", "border", "reflection")
@@ -39,11 +39,50 @@ def _check_input(x: Tensor, ndim: int) -> None:
         raise TypeError(f"input must be a floating-point tensor, got dtype {x.dtype}")
 
 
+def _matrix_shape(t: Transform) -> tuple[int, int] | None:
+    """The matrix shape in which θ of ``t`` may also come: ``F.affine_grid``'s for affine maps, 3x3 for H."""
+    if isinstance(t, (Affine, Affine3d)):
+        return (t.ndim, t.ndim + 1)
+    if isinstance(t, Projective):
+        return (3, 3)
+    return None
+
+
+def flatten_theta(theta: Tensor, transform: str | Transform, batch_size: int | None = None) -> Tensor:
+    """Validate θ and return it as the family's ``(B, P)``.
+
+    Besides ``(B, P)``, an ``affine`` θ may be the ``(B, 2, 3)`` matrix that ``F.affine_grid`` takes (``affine3d``:
+    ``(B, 3, 4)``) and a ``projective`` θ the ``(B, 3, 3)`` matrix H, divided by ``H[2, 2]`` (which must not be 0).
+    Both are in normalised coordinates, target -> source, like every θ. Never broadcasts over the batch.
+
+    Example:
+        >>> import torch
+        >>> from stn.functional import flatten_theta
+        >>> flatten_theta(2 * torch.eye(3).unsqueeze(0), "projective")
+        tensor([[1., 0., 0., 0., 1., 0., 0., 0.]])
+    """
+    t = resolve(transform)
+    shape = _matrix_shape(t)
+    if shape is not None and isinstance(theta, Tensor) and theta.shape[1:] != (t.num_params,):
+        if theta.dim() != 3 or theta.shape[1:] != shape:
+            raise ValueError(
+                f"theta for {t.name!r} must have shape (B, {t.num_params}) or (B, {shape[0]}, {shape[1]}), "
+                f"got {tuple(theta.shape)}"
+            )
+        if not theta.is_floating_point():
+            raise TypeError(f"theta must be a floating-point tensor, got dtype {theta.dtype}")
+        if isinstance(t, Projective) and bool((theta[:, 2, 2] == 0).any()):
+            raise ValueError("a (B, 3, 3) projective theta needs H[2, 2] != 0 to be normalised to H[2, 2] = 1")
+        theta = t.from_matrix(theta)
+    return t.check_theta(theta, batch_size)
+
+
 def sampling_grid(theta: Tensor, transform: str | Transform, out_size: int | Sequence[int]) -> Tensor:
     """The grid generator: source coordinates T_θ(G) of every output pixel centre.
 
     Args:
-        theta: ``(B, P)`` parameters of ``transform``.
+        theta: ``(B, P)`` parameters of ``transform``; an ``affine`` θ may also be ``(B, 2, 3)`` and a
+            ``projective`` one ``(B, 3, 3)`` (see :func:`flatten_theta`).
         transform: a family name (see :func:`stn.transforms.names`) or a :class:`~stn.transforms.Transform`.
         out_size: ``(H, W)`` (3-D ``(D, H, W)``).
 
@@ -60,7 +99,7 @@ def sampling_grid(theta: Tensor, transform: str | Transform, out_size: int | Seq
     """
     t = resolve(transform)
     size = check_size(out_size, t.ndim)
-    return t.grid(t.check_theta(theta), size)
+    return t.grid(flatten_theta(theta, t), size)
 
 
 def _fill_tensor(fill: Fill, x: Tensor) -> Tensor:
@@ -136,7 +175,8 @@ def warp(
 
     Args:
         x: ``(B, C, H_in, W_in)`` (``affine3d``: ``(B, C, D_in, H_in, W_in)``), floating point.
-        theta: ``(B, P)`` parameters of ``transform`` (target -> source).
+        theta: ``(B, P)`` parameters of ``transform`` (target -> source); an ``affine`` θ may also be
+            ``(B, 2, 3)`` as ``F.affine_grid`` takes it, a ``projective`` one ``(B, 3, 3)`` (:func:`flatten_theta`).
         transform: a family name or a :class:`~stn.transforms.Transform`.
         out_size: ``(H, W)`` of the output (3-D ``(D, H, W)``); defaults to the input's spatial size and may
             differ from it (e.g. the paper's 448 -> 224 crops).
@@ -156,7 +196,7 @@ def warp(
     """
     t = resolve(transform)
     _check_input(x, t.ndim)
-    t.check_theta(theta, batch_size=x.shape[0])
+    theta = flatten_theta(theta, t, batch_size=x.shape[0])
     if theta.device != x.device:
         raise ValueError(f"theta is on {theta.device} but the input is on {x.device}")
     size = tuple(x.shape[2:]) if out_size is None else check_size(out_size, t.ndim)
