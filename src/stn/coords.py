@@ -26,7 +26,17 @@ __all__ = ["base_grid", "check_size", "normalized_to_pixel", "pixel_to_normalize
 
 
 def check_size(size: int | Sequence[int], ndim: int, what: str = "out_size") -> tuple[int, ...]:
-    """Validate a spatial size: ``ndim`` positive ints ``(H, W)`` (3-D: ``(D, H, W)``); an int means a cube."""
+    """Validate a spatial size: ``ndim`` positive ints ``(H, W)`` (3-D: ``(D, H, W)``); an int means a cube.
+
+    Example:
+        >>> from stn.coords import check_size
+        >>> check_size(28, 2), check_size((42, 60), 2)
+        ((28, 28), (42, 60))
+        >>> check_size((0, 28), 2)
+        Traceback (most recent call last):
+        ...
+        ValueError: out_size must be 2 positive ints (H, W), got (0, 28)
+    """
     if isinstance(size, int) and not isinstance(size, bool):
         size = (size,) * ndim
     try:
@@ -67,10 +77,22 @@ def base_grid(
 
 
 def pixel_to_normalized(p: Tensor | float, size: int) -> Tensor | float:
-    """Pixel index (centre of pixel 0 is 0.0) along an axis of ``size`` pixels -> normalised coordinate."""
+    """Pixel index (centre of pixel 0 is 0.0) along an axis of ``size`` pixels -> normalised coordinate.
+
+    Example:
+        >>> from stn.coords import pixel_to_normalized
+        >>> pixel_to_normalized(0, 4), pixel_to_normalized(3, 4)  # the centres of the first and last pixels
+        (-0.75, 0.75)
+    """
     return (2 * p + 1) / size - 1
 
 
 def normalized_to_pixel(c: Tensor | float, size: int) -> Tensor | float:
-    """Normalised coordinate -> pixel index (the inverse of :func:`pixel_to_normalized`)."""
+    """Normalised coordinate -> pixel index (the inverse of :func:`pixel_to_normalized`).
+
+    Example:
+        >>> from stn.coords import normalized_to_pixel
+        >>> normalized_to_pixel(-1.0, 4)  # the outer edge of the first pixel
+        -0.5
+    """
     return ((c + 1) * size - 1) / 2

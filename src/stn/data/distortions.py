@@ -100,6 +100,12 @@ def variant_info(name: str) -> VariantInfo:
 
     Raises:
         KeyError: unknown name; the message lists :data:`VARIANTS`.
+
+    Example:
+        >>> from stn.data import variant_info
+        >>> info = variant_info("TC")
+        >>> info.channels, info.image_size, info.num_classes
+        (1, (60, 60), 10)
     """
     key = name.lower() if isinstance(name, str) else name
     if key not in _VARIANT_INFO:

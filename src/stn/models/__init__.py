@@ -1,4 +1,14 @@
-"""Models built by name: ``create_model("st-cnn-aff")``. Importing this package registers them all."""
+"""Models built by name: ``create_model("st-cnn-aff")``. Importing this package registers them all.
+
+Example:
+    >>> import torch
+    >>> from stn.models import create_model, list_models
+    >>> len(list_models()) > 20, list_models("svhn-*")
+    (True, ['svhn-cnn', 'svhn-st-cnn-multi', 'svhn-st-cnn-single'])
+    >>> model = create_model("st-cnn-tps", in_shape=(1, 60, 60))
+    >>> model(torch.rand(2, 1, 60, 60)).shape
+    torch.Size([2, 10])
+"""
 
 from stn.models import (
     appendix,  # noqa: F401  (registers the appendix models: addition, co-localisation, 3-D)

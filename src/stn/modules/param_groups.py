@@ -10,7 +10,16 @@ __all__ = ["localization_parameters", "param_groups"]
 
 
 def localization_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """Parameters of every spatial transformer's localisation net and θ regression layer in ``model``."""
+    """Parameters of every spatial transformer's localisation net and θ regression layer in ``model``.
+
+    Example:
+        >>> from torch import nn
+        >>> from stn.modules import FCLocalization, SpatialTransformer, localization_parameters
+        >>> st = SpatialTransformer(FCLocalization((1, 28, 28), hidden=(32,)), "affine")
+        >>> model = nn.Sequential(st, nn.Flatten(), nn.Linear(28 * 28, 10))
+        >>> [tuple(p.shape) for p in localization_parameters(model)]  # Linear(784, 32), then the θ layer
+        [(32, 784), (32,), (6, 32), (6,)]
+    """
     seen: dict[int, nn.Parameter] = {}
     for module in model.modules():
         if isinstance(module, (SpatialTransformer, ParallelSpatialTransformer)):

@@ -52,6 +52,14 @@ class ThetaRegressor(nn.Module):
         max_translation: the bound ``b`` on the translation entries' distance from their start (see above).
         scale_range: ``(lo, hi)`` of the isotropic scale (see above).
         init_theta: ``(P,)`` or ``(N, P)`` starting θ; default the identity.
+
+    Example:
+        >>> import torch
+        >>> from stn import transforms
+        >>> from stn.modules import ThetaRegressor
+        >>> head = ThetaRegressor(20, transforms.get("attention"), scale_range=(0.5, 0.5))
+        >>> head(torch.rand(4, 20))[0]  # (B, N, P); the scale is fixed at 0.5, the translation starts at 0
+        tensor([[0.5000, 0.0000, 0.0000]], grad_fn=<SelectBackward0>)
     """
 
     def __init__(

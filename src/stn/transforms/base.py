@@ -23,6 +23,20 @@ class Transform(ABC):
         translation_index: the entries of θ that :class:`stn.SpatialTransformer` bounds with
             ``max_translation`` (the translation; for TPS every control point).
         has_scale: whether the family has one isotropic scale that ``scale_range`` can clamp.
+
+    Example:
+        >>> import torch
+        >>> from stn import transforms
+        >>> affine = transforms.get("affine")
+        >>> affine.num_params, affine.identity(2)
+        (6, tensor([[1., 0., 0., 0., 1., 0.],
+                [1., 0., 0., 0., 1., 0.]]))
+        >>> affine.grid(affine.identity(2), (21, 21)).shape
+        torch.Size([2, 21, 21, 2])
+        >>> affine.check_theta(torch.zeros(2, 4))
+        Traceback (most recent call last):
+        ...
+        ValueError: theta for 'affine' must have shape (B, 6), got (2, 4)
     """
 
     name: str

@@ -27,6 +27,20 @@ class MatrixTransform(Transform):
     """A family whose members are homogeneous matrices. Subclasses define :meth:`matrix` and :meth:`from_matrix`.
 
     Grids are the same as ``F.affine_grid(..., align_corners=False)`` produces for the affine members.
+
+    Example:
+        >>> import torch
+        >>> from stn import transforms
+        >>> attention = transforms.get("attention")
+        >>> zoom = torch.tensor([[0.5, 0.25, 0.0]])  # a window of half the width, right of the centre
+        >>> attention.matrix(zoom)
+        tensor([[[0.5000, 0.0000, 0.2500],
+                 [0.0000, 0.5000, 0.0000],
+                 [0.0000, 0.0000, 1.0000]]])
+        >>> attention.inverse(zoom)
+        tensor([[ 2.0000, -0.5000,  0.0000]])
+        >>> attention.compose(zoom, attention.inverse(zoom))  # the identity
+        tensor([[1., 0., 0.]])
     """
 
     def matrix(self, theta: Tensor) -> Tensor:
@@ -104,6 +118,13 @@ class Similarity(MatrixTransform):
 
     ``a = s cos φ`` and ``b = s sin φ``: θ enters the grid linearly, so the parameterisation is smooth everywhere
     (no angle wrap-around, no singularity at ``s = 0`` in the gradients), unlike ``(s, φ, tx, ty)``.
+
+    Example:
+        >>> import torch
+        >>> from stn import transforms
+        >>> transforms.get("similarity").affine(torch.tensor([[0.0, 1.0, 0.0, 0.0]]))  # s = 1, φ = 90°
+        tensor([[[ 0., -1.,  0.],
+                 [ 1.,  0.,  0.]]])
     """
 
     name = "similarity"
@@ -162,6 +183,19 @@ class Projective(MatrixTransform):
     point): they are sent to ``(2, 2)``, outside the input, so they read the padding value (with zeros or border
     padding) and carry **zero gradient**, and the grid, the output and all gradients stay finite. Points with a
     small positive ``w`` map far outside the input, which reads as padding too.
+
+    Example:
+        >>> import torch
+        >>> from stn import transforms
+        >>> projective = transforms.get("projective")
+        >>> projective.identity(1)
+        tensor([[1., 0., 0., 0., 1., 0., 0., 0.]])
+        >>> tilt = torch.tensor([[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 2.0, 0.0]])  # w = 2x + 1: the horizon at x = -0.5
+        >>> projective.grid(tilt, (1, 4))[0, 0]  # the first pixel centre, x = -0.75, is sent outside the input
+        tensor([[ 2.0000,  2.0000],
+                [-0.5000,  0.0000],
+                [ 0.1667,  0.0000],
+                [ 0.3000,  0.0000]])
     """
 
     name = "projective"
