@@ -9,19 +9,17 @@ the same parameters on every device. Each warp is one batched :func:`stn.warp` c
 whole-pixel translations are one batched scatter that copies the pixels exactly (equal to ``stn.warp`` with the
 returned θ).
 
-==========  =========  ======================================================================================
-variant     output     what (defaults from the paper / the issue)
-==========  =========  ======================================================================================
-r           1x28x28    rotation uniform in [-90°, 90°]
-rts         1x42x42    rotation in [-45°, 45°], scale in [0.7, 1.2], placed uniformly at random in 42x42
-p           1x28x28    scale in [0.75, 1], then the 4 image corners moved by N(0, 5 px): a projective warp
-e           1x28x28    scale in [0.75, 1], then the 16 control points of a 4x4 TPS moved by N(0, 1.5 px)
-t           1x60x60    translated: placed uniformly at random (whole pixels) in 60x60
-tc          1x60x60    t plus six random 6x6 crops of other digits of the same split as clutter
-addition    2x42x42    two independently RTS-distorted digits as two channels; label = their sum (19 classes)
-coloc       1x84x84    one digit placed uniformly at random (whole pixels) in 84x84; ``box`` is the truth
-coloc-tc    1x84x84    coloc plus sixteen random 6x6 clutter crops
-==========  =========  ======================================================================================
+| variant | output | what (defaults from the paper / the issue) |
+|---|---|---|
+| r | 1x28x28 | rotation uniform in [-90°, 90°] |
+| rts | 1x42x42 | rotation in [-45°, 45°], scale in [0.7, 1.2], placed uniformly at random in 42x42 |
+| p | 1x28x28 | scale in [0.75, 1], then the 4 image corners moved by N(0, 5 px): a projective warp |
+| e | 1x28x28 | scale in [0.75, 1], then the 16 control points of a 4x4 TPS moved by N(0, 1.5 px) |
+| t | 1x60x60 | translated: placed uniformly at random (whole pixels) in 60x60 |
+| tc | 1x60x60 | t plus six random 6x6 crops of other digits of the same split as clutter |
+| addition | 2x42x42 | two independently RTS-distorted digits as two channels; label = their sum (19 classes) |
+| coloc | 1x84x84 | one digit placed uniformly at random (whole pixels) in 84x84; ``box`` is the truth |
+| coloc-tc | 1x84x84 | coloc plus sixteen random 6x6 clutter crops |
 
 **Placement rule** (rts, t, tc, addition, coloc): the offset of the digit is uniform over all positions that keep
 the bounding box of the transformed *ink* (non-zero pixels) inside the canvas, so a digit is never cut off. Only if

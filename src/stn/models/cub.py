@@ -11,10 +11,10 @@
   (``stn.param_groups(model, lr, localization_lr_scale=1e-4)``).
 
 Backbones are named: ``"tiny"`` (four strided convolutions, for tests and smoke runs) and ``"resnet18"`` are built
-in (plain PyTorch, random initialisation); any other name is looked up in `timm <https://github.com/huggingface/
-pytorch-image-models>`_ (the ``cub`` extra), with ImageNet weights when ``pretrained=True`` (the paper uses an
-Inception network with batch norm, e.g. ``"inception_v3"``). Inputs are RGB in ``[0, 1]``; the models normalise
-them with the ImageNet mean and standard deviation.
+in (plain PyTorch, random initialisation); any other name is looked up in
+[timm](https://github.com/huggingface/pytorch-image-models) (the ``cub`` extra), with ImageNet weights when
+``pretrained=True`` (the paper uses an Inception network with batch norm, e.g. ``"inception_v3"``). Inputs are RGB
+in ``[0, 1]``; the models normalise them with the ImageNet mean and standard deviation.
 
 Example:
     >>> import torch
