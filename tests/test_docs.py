@@ -50,6 +50,51 @@ def _public_modules() -> list[str]:
     return sorted(names)
 
 
+def _docs_module(name: str):
+    _yaml()  # the docs tooling imports mkdocs / griffe: fail clearly when they are missing
+    spec = importlib.util.spec_from_file_location(f"docs_{name}", DOCS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_docstrings_are_rewritten_for_mkdocstrings() -> None:
+    to_markdown = _docs_module("griffe_rst").to_markdown
+    text = """Uses :func:`~stn.functional.warp` and :class:`stn.Foo`. A run folder::
+
+    run/
+
+Args:
+    mode, padding_mode: see :func:`sample`.
+        More about both.
+
+Example:
+    >>> [1, 2]
+    [1, 2]
+"""
+    expected = """Uses `warp` and `stn.Foo`. A run folder:
+
+    run/
+
+Args:
+    mode: see `sample`.
+    padding_mode: see `sample`.
+        More about both.
+
+Examples:
+    >>> [1, 2]
+    [1, 2]"""
+    assert to_markdown(text) == expected
+
+
+def test_the_api_pages_list_every_public_module_of_a_package() -> None:
+    hooks = _docs_module("hooks")
+    assert "stn.data.idx" in hooks.public_modules("stn.data")
+    assert not [m for m in hooks.public_modules("stn") if any(p.startswith("_") for p in m.split("."))]
+    assert {"get", "names", "resolve"} <= set(hooks.own_members("stn.transforms"))
+    assert "Affine" not in hooks.own_members("stn.transforms")  # imported, documented in its home module
+
+
 def test_every_page_of_the_nav_exists() -> None:
     pages = _nav_pages(_config()["nav"])
     assert len(pages) >= 10, pages
