@@ -13,6 +13,8 @@ exports, caches, downloads) goes through :func:`atomic_path` or :func:`write_tex
 
 Example:
     >>> import tempfile
+    >>> from pathlib import Path
+    >>> from stn.io import RunLock, write_text_atomic
     >>> folder = Path(tempfile.mkdtemp())
     >>> write_text_atomic(folder / "a.txt", "hello").read_text()
     'hello'
@@ -54,6 +56,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
     Example:
         >>> import tempfile
+        >>> from pathlib import Path
+        >>> from stn.io import atomic_path
         >>> out = Path(tempfile.mkdtemp()) / "out.bin"
         >>> with atomic_path(out) as tmp:
         ...     _ = tmp.write_bytes(b"abc")
@@ -97,6 +101,8 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
     Example:
         >>> import tempfile
+        >>> from pathlib import Path
+        >>> from stn.io import remove_stale_temp_files
         >>> folder = Path(tempfile.mkdtemp())
         >>> _ = (folder / ".checkpoint.pt.999999999.tmp").write_bytes(b"half")
         >>> [p.name for p in remove_stale_temp_files(folder)]
@@ -130,6 +136,8 @@ class RunLock:
 
     Example:
         >>> import tempfile
+        >>> from pathlib import Path
+        >>> from stn.io import RunLock
         >>> folder = Path(tempfile.mkdtemp())
         >>> lock = RunLock(folder).acquire()
         >>> RunLock(folder).acquire()  # doctest: +ELLIPSIS
