@@ -65,6 +65,7 @@ def base_grid(
         ``(H, W, 2)`` with ``[..., 0] = x`` and ``[..., 1] = y`` (3-D: ``(D, H, W, 3)`` with ``(x, y, z)``).
 
     Example:
+        >>> from stn.coords import base_grid
         >>> base_grid((1, 2))[0]
         tensor([[-0.5000,  0.0000],
                 [ 0.5000,  0.0000]])

@@ -252,6 +252,7 @@ def initial_windows(num_transformers: int, scale: float) -> Tensor:
     """Starting θ ``(N, 3)``: window centres on a ``ceil(sqrt(N))``-column grid over the translatable range.
 
     Example:
+        >>> from stn.models.cub import initial_windows
         >>> initial_windows(2, 0.5)
         tensor([[ 0.5000, -0.2500,  0.0000],
                 [ 0.5000,  0.2500,  0.0000]])
@@ -273,6 +274,8 @@ def attention_boxes(theta: Tensor) -> Tensor:
     normalised input coordinates (``x_s = s * x_t + tx`` over ``x_t`` in ``[-1, 1]``).
 
     Example:
+        >>> import torch
+        >>> from stn.models.cub import attention_boxes
         >>> attention_boxes(torch.tensor([0.5, 0.25, 0.0]))
         tensor([-0.2500, -0.5000,  0.7500,  0.5000])
     """

@@ -82,6 +82,7 @@ class ThinPlateSpline(Transform):
     kernel is ``r² log r``, half of ours).
 
     Example:
+        >>> from stn.transforms import ThinPlateSpline
         >>> tps = ThinPlateSpline(k=4)
         >>> tps.grid(tps.identity(2), (28, 28)).shape
         torch.Size([2, 28, 28, 2])
