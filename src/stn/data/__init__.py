@@ -16,7 +16,14 @@ Example:
 from stn.data.datasets import BLOCK_SIZE, DistortedMNIST, EpochBatches
 from stn.data.distortions import GENERATORS, VARIANTS, VariantInfo, variant_info
 from stn.data.idx import IDXError, read_idx, write_idx
-from stn.data.mnist import MNIST, download_mnist, find_mnist, load_mnist, load_mnist_sample
+from stn.data.mnist import (
+    MNIST,
+    SampleDataWarning,
+    download_mnist,
+    find_mnist,
+    load_mnist,
+    load_mnist_sample,
+)
 from stn.data.preview import preview_sheet
 
 __all__ = [
@@ -27,6 +34,7 @@ __all__ = [
     "DistortedMNIST",
     "EpochBatches",
     "IDXError",
+    "SampleDataWarning",
     "VariantInfo",
     "download_mnist",
     "find_mnist",

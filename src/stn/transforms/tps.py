@@ -12,7 +12,7 @@ matrix product.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import numpy as np
@@ -26,6 +26,7 @@ __all__ = ["ThinPlateSpline", "regular_control_points", "solve_basis", "tps_kern
 
 _BASIS_CACHE: dict[tuple, Tensor] = {}
 _BASIS_CACHE_SIZE = 64
+_BASIS_OUTSIDE_GRAPHS: Callable[..., Tensor] | None = None
 
 
 def tps_kernel(points: np.ndarray, centers: np.ndarray) -> np.ndarray:
@@ -74,6 +75,31 @@ def solve_basis(control_points: np.ndarray, reg: float, out_size: Sequence[int])
     return rows @ np.linalg.inv(system)[:, :n]
 
 
+def _cached_basis(
+    k: int, reg: float, out_size: tuple[int, ...], device: torch.device | None, dtype: torch.dtype
+) -> Tensor:
+    key = (k, reg, out_size, str(device), dtype)
+    m = _BASIS_CACHE.get(key)
+    if m is None:
+        with _untraced():
+            solved = solve_basis(regular_control_points(k), reg, out_size)
+            m = torch.tensor(solved, dtype=dtype, device=device)
+        if len(_BASIS_CACHE) >= _BASIS_CACHE_SIZE:
+            _BASIS_CACHE.pop(next(iter(_BASIS_CACHE)))
+        _BASIS_CACHE[key] = m
+    return m
+
+
+def _basis_outside_graphs() -> Callable[..., Tensor]:
+    """:func:`_cached_basis` under ``torch.compiler.disable``: M is a cached constant, so the dict look-ups and
+    the solve stay out of compiled graphs. Wrapped at the first TPS built rather than at import, because
+    ``torch.compiler.disable`` imports ``torch._dynamo``, which takes about as long as importing torch."""
+    global _BASIS_OUTSIDE_GRAPHS
+    if _BASIS_OUTSIDE_GRAPHS is None:
+        _BASIS_OUTSIDE_GRAPHS = torch.compiler.disable(_cached_basis)
+    return _BASIS_OUTSIDE_GRAPHS
+
+
 class ThinPlateSpline(Transform):
     """TPS with ``k x k`` control points (default 4 x 4 = 16, θ width 32) and regularisation ``reg`` (λ).
 
@@ -100,6 +126,7 @@ class ThinPlateSpline(Transform):
         self.reg = float(reg)
         self.num_params = 2 * k * k
         self.translation_index = tuple(range(self.num_params))
+        _basis_outside_graphs()  # before any torch.compile traces basis(), which must see the wrapper
 
     @property
     def control_points(self) -> Tensor:
@@ -109,19 +136,9 @@ class ThinPlateSpline(Transform):
     def identity_params(self) -> Tensor:
         return self.control_points.reshape(-1)
 
-    @torch.compiler.disable  # a cached constant: keep dict look-ups and the solve out of compiled graphs
     def basis(self, out_size: Sequence[int], device: torch.device | None, dtype: torch.dtype) -> Tensor:
         """The cached ``(H*W, K)`` matrix M with ``grid = M @ θ.view(B, K, 2)``."""
-        key = (self.k, self.reg, tuple(out_size), str(device), dtype)
-        m = _BASIS_CACHE.get(key)
-        if m is None:
-            with _untraced():
-                solved = solve_basis(regular_control_points(self.k), self.reg, out_size)
-                m = torch.tensor(solved, dtype=dtype, device=device)
-            if len(_BASIS_CACHE) >= _BASIS_CACHE_SIZE:
-                _BASIS_CACHE.pop(next(iter(_BASIS_CACHE)))
-            _BASIS_CACHE[key] = m
-        return m
+        return _basis_outside_graphs()(self.k, self.reg, tuple(out_size), device, dtype)
 
     def grid(self, theta: Tensor, out_size: Sequence[int]) -> Tensor:
         height, width = out_size
