@@ -180,7 +180,9 @@ def warp(
         transform: a family name or a :class:`~stn.transforms.Transform`.
         out_size: ``(H, W)`` of the output (3-D ``(D, H, W)``); defaults to the input's spatial size and may
             differ from it (e.g. the paper's 448 -> 224 crops).
-        mode, padding_mode, fill: see :func:`sample`.
+        mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``, see :func:`sample`.
+        padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``, see :func:`sample`.
+        fill: scalar or per-channel value read outside the input, see :func:`sample`.
 
     Returns:
         ``(B, C, *out_size)`` in ``x``'s dtype. Grids are computed in at least float32.
