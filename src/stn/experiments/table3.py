@@ -14,48 +14,58 @@ Recipe (ours where the paper is silent): an ImageNet-pretrained backbone from ti
 ``inception_v3``; the paper's is Inception with batch norm), SGD with momentum 0.9, batch 32, learning rate 0.01
 divided by 10 at 2/3 of training, weight decay 1e-4, random horizontal flips; the localisation net learns 1e-4
 times slower than the rest (the paper trains it far slower). Budgets: ``quick`` 5 epochs, ``paper`` 50 epochs.
-Finished runs (``<out>/<run>/result.json``) are skipped unless ``--force``.
+Each row is one run of the training engine in ``<out>/<run>/`` (checkpoint every epoch, ``metrics.jsonl`` with
+the θ statistics, ``summary.json``; see :mod:`stn.engine.trainer`) plus ``result.json`` and the figure: a
+finished row is skipped, an interrupted one resumed, and ``stn eval <out>/<run>`` scores its checkpoint again.
+The data spec (kind ``"cub"``) records the photos' size and the subsets, so ``stn eval`` rebuilds the test set.
 
 Example (shell)::
 
     stn reproduce table3 --cub-root ~/data/CUB_200_2011 --budget quick
     stn reproduce table3 --cub-root shared/data/cub_200_2011_subset --backbone tiny --no-pretrained \\
-        --input-size 64 --epochs 2 --out results/cub_smoke     # a CPU smoke run
+        --input-size 64 --epochs 2 --workers 0 --out results/cub_smoke     # a CPU smoke run
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import time
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
 from stn.data.cub import CUB200
-from stn.engine.checkpoint import save_checkpoint
-from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import make_sgd, resolve_device, scheduled_step
+from stn.data.datasets import block_seed
+from stn.engine.callbacks import Figures, Reports, ThetaHistory, ThetaStats
+from stn.engine.config import Preset, TrainConfig
+from stn.engine.metrics import format_markdown_table
+from stn.engine.options import positive_int
+from stn.engine.tasks import ClassificationTask
+from stn.engine.trainer import Trainer, run_status
+from stn.experiments._appendix import add_common_arguments
+from stn.experiments.table1 import config_from_args
+from stn.io import atomic_path, write_text_atomic
 from stn.models import create_model
 from stn.models.cub import attention_boxes
 
 __all__ = [
     "BUDGETS",
     "RUNS",
-    "Budget",
+    "CUBFlips",
     "Run",
     "add_arguments",
     "attention_stats",
+    "attention_theta",
+    "cub_data",
+    "cub_spec",
     "draw_attention",
-    "evaluate",
+    "make_trainer",
     "run",
-    "train",
     "write_table",
 ]
 
@@ -77,157 +87,196 @@ RUNS = {
     "4x-448": Run("4×ST-CNN (448px)", "cub-st-cnn-4x", True, 84.1),
 }
 
+_RECIPE = {
+    "batch_size": 32,
+    "lr": 0.01,
+    "weight_decay": 1e-4,
+    "lr_milestones": (2 / 3,),
+    "localization_lr_scale": 1e-4,
+    "eval_batch_size": 64,
+    "theta_samples": 8,  # the θ history keeps these test images in the checkpoint: 2.4 MB each at 448 px
+}
+BUDGETS = {
+    "quick": Preset("5 epochs", {"epochs": 5, **_RECIPE}),
+    "paper": Preset("50 epochs", {"epochs": 50, **_RECIPE}),
+}
+_THETA_STATS_SAMPLES = 64  # test images whose θ statistics are logged every epoch
 
-@dataclass(frozen=True)
-class Budget:
-    """How long and how each model trains."""
 
-    epochs: int
-    batch_size: int = 32
-    lr: float = 0.01
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    lr_milestones: tuple[float, ...] = (2 / 3,)
-    localization_lr_scale: float = 1e-4
+# --- data ----------------------------------------------------------------------------------------------------
 
 
-BUDGETS = {"quick": Budget(5), "paper": Budget(50)}
+def cub_spec(
+    root: str | Path,
+    *,
+    image_size: int,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The data spec of a CUB run (kind ``"cub"``, see :mod:`stn.experiments.sources`): photos resized to
+    ``image_size``, the first ``limit_*`` evenly spaced images of each split, flips seeded by ``seed``."""
+    return {
+        "kind": "cub",
+        "root": str(root),
+        "image_size": image_size,
+        "limit_train": limit_train,
+        "limit_test": limit_test,
+        "seed": seed,
+    }
+
+
+class CUBFlips(Dataset):
+    """CUB training photos, each flipped horizontally with probability 1/2 drawn from ``(seed, epoch, index)``
+    alone (:meth:`set_epoch`), so that a resumed or data-parallel run sees the same flips."""
+
+    def __init__(self, photos: CUB200, seed: int = 0) -> None:
+        self.photos, self.seed, self.epoch = photos, seed, 0
+        self.num_classes = photos.num_classes
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.photos)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        image, label = self.photos[index]
+        generator = torch.Generator().manual_seed(block_seed("cub-flip", self.seed, self.epoch, index))
+        flip = bool(torch.rand((), generator=generator) < 0.5)
+        return (image.flip(-1) if flip else image), label
+
+
+def cub_data(spec: Mapping[str, Any], split: str) -> Dataset:
+    """The ``"train"`` (:class:`CUBFlips`) or ``"test"`` (:class:`~stn.data.cub.CUB200`) set of a :func:`cub_spec`."""
+    photos = CUB200(spec["root"], split, image_size=spec["image_size"], limit=spec.get(f"limit_{split}"))
+    return CUBFlips(photos, spec["seed"]) if split == "train" else photos
+
+
+# --- the experiment ------------------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce table3``."""
+    add_common_arguments(parser, BUDGETS, "results/table3", recipe=True, mnist=False)
     parser.add_argument("--cub-root", required=True, type=Path, help="the CUB_200_2011 folder (or its parent)")
-    parser.add_argument("--out", type=Path, default=Path("results/table3"), help="output folder")
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="rows of the table to run")
-    parser.add_argument("--budget", choices=sorted(BUDGETS), default="quick", help="training length (default quick)")
     parser.add_argument("--backbone", default="inception_v3", help="built-in (tiny, resnet18) or a timm model name")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialisation")
-    parser.add_argument("--input-size", type=int, default=448, help="S, the full input size (crops are S/2)")
-    parser.add_argument("--epochs", type=int, help="override the budget's number of epochs")
-    parser.add_argument("--batch-size", type=int, help="override the budget's batch size")
-    parser.add_argument("--lr", type=float, help="override the budget's base learning rate")
-    parser.add_argument("--loc-lr-scale", type=float, help="override the localisation nets' learning rate factor")
-    parser.add_argument("--limit-train", type=int, help="use only N training images (evenly spaced over classes)")
-    parser.add_argument("--limit-test", type=int, help="use only N test images (evenly spaced over classes)")
-    parser.add_argument("--figure-images", type=int, default=8, help="test images (evenly spaced) in each figure")
-    parser.add_argument("--workers", type=int, default=4, help="data loading processes")
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--force", action="store_true", help="retrain runs that already have a result")
-    parser.add_argument("--save-models", action="store_true", help="also save each trained model as model.pt")
+    parser.add_argument("--input-size", type=positive_int, default=448, help="S, the full input size (crops are S/2)")
+    parser.add_argument("--limit-train", type=positive_int, help="use only N training images (evenly spaced)")
+    parser.add_argument("--limit-test", type=positive_int, help="use only N test images (evenly spaced)")
+    parser.add_argument("--figure-images", type=positive_int, default=8, help="test images in each figure")
+    parser.add_argument("--workers", type=int, default=4, help="data loading processes (default 4)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train and score the selected rows; write ``<out>/table3.md`` and the attention figures."""
-    overrides = dict(
-        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, localization_lr_scale=args.loc_lr_scale
-    )
-    budget = Budget(**{**asdict(BUDGETS[args.budget]), **{k: v for k, v in overrides.items() if v is not None}})
-    if args.input_size < 2 or args.input_size % 2:
-        raise ValueError(f"--input-size must be an even number of pixels, got {args.input_size}")
-    device = resolve_device(args.device)
-    half = args.input_size // 2
-    for key in args.runs:
-        spec = RUNS[key]
-        result_path = Path(args.out) / key / "result.json"
-        if result_path.is_file() and not args.force:
-            print(f"{spec.label}: done before, see {result_path}")
-            continue
-        size = args.input_size if spec.full_resolution else half
-        train_set = CUB200(args.cub_root, "train", image_size=size, limit=args.limit_train)
-        test_set = CUB200(args.cub_root, "test", image_size=size, limit=args.limit_test)
-        options = dict(num_classes=train_set.num_classes, backbone=args.backbone, pretrained=args.pretrained)
-        if spec.model != "cub-cnn":
-            options.update(crop_size=half, loc_size=half)
-        torch.manual_seed(args.seed)
-        model = create_model(spec.model, **options).to(device)
-        start = time.perf_counter()
-        losses = train(model, train_set, budget, device, workers=args.workers, seed=args.seed, desc=spec.label)
-        seconds = time.perf_counter() - start
-        accuracy, theta = evaluate(model, test_set, device, workers=args.workers)
-        result = {
-            "run": key,
-            "label": spec.label,
-            "accuracy": 100 * accuracy,
-            "test_images": len(test_set),
-            "train_images": len(train_set),
-            "classes": train_set.num_classes,
-            "image_size": size,
-            "model": spec.model,
-            **options,
-            "params": sum(p.numel() for p in model.parameters()),
-            "train_seconds": seconds,
-            "budget": args.budget,
-            **asdict(budget),
-            "seed": args.seed,
-            "device": str(device),
-        }
-        if theta is not None:
-            result.update(attention_stats(theta, test_set.boxes))
-            shown = torch.linspace(0, len(test_set) - 1, min(args.figure_images, len(test_set))).round().long()
-            images = torch.stack([test_set[int(i)][0] for i in shown])
-            windows = attention_boxes(theta[shown])
-            draw_attention(images, test_set.boxes[shown], windows, result_path.parent / "attention.png")
-        if args.save_models:
-            checkpoint = {"config": result, "model_name": spec.model, "model_kwargs": options, "step": len(losses)}
-            save_checkpoint({**checkpoint, "model": model.state_dict()}, result_path.with_name("model.pt"))
-        write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
-        print(f"{spec.label}: accuracy {100 * accuracy:.2f}% on {len(test_set)} test images")
-    print(f"wrote {write_table(args.out)}")
-    return 0
-
-
-def train(
-    model: torch.nn.Module,
-    dataset: CUB200,
-    budget: Budget,
-    device: torch.device,
+def make_trainer(
+    key: str,
+    config: TrainConfig,
+    spec: Mapping[str, Any],
+    run_dir: str | Path,
     *,
-    workers: int = 0,
-    seed: int = 0,
-    desc: str = "train",
-) -> list[float]:
-    """SGD over shuffled, randomly flipped batches for ``budget.epochs`` epochs; returns each step's loss."""
-    optimizer = make_sgd(
+    backbone: str = "tiny",
+    pretrained: bool = False,
+    progress: bool = True,
+) -> Trainer:
+    """The :class:`~stn.engine.trainer.Trainer` of row ``key`` of the table on the CUB data of ``spec``
+    (:func:`cub_spec`; its ``image_size`` is the model's input, S or S/2), the model initialised from the
+    config's seed; it resumes a run found in ``run_dir``."""
+    row = RUNS[key]
+    train_set, test_set = cub_data(spec, "train"), cub_data(spec, "test")
+    options: dict[str, Any] = {"num_classes": train_set.num_classes, "backbone": backbone, "pretrained": pretrained}
+    if row.model != "cub-cnn":
+        half = spec["image_size"] // 2 if row.full_resolution else spec["image_size"]
+        options.update(crop_size=half, loc_size=half)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = create_model(row.model, **options)
+    callbacks = [ThetaStats(_THETA_STATS_SAMPLES), ThetaHistory(), Reports(), Figures()]
+    return Trainer(
         model,
-        lr=budget.lr,
-        momentum=budget.momentum,
-        weight_decay=budget.weight_decay,
-        localization_lr_scale=budget.localization_lr_scale,
+        train_set,
+        test_set,
+        ClassificationTask(train_set.num_classes),
+        config,
+        callbacks=callbacks,
+        run_dir=run_dir,
+        resume=True,
+        data_spec=spec,
+        title=row.label,
+        progress=progress,
     )
-    generator = torch.Generator().manual_seed(seed)
-    loader = DataLoader(
-        dataset, budget.batch_size, shuffle=True, num_workers=workers, generator=generator, drop_last=True
-    )
-    losses = []
-    model.train()
-    for epoch in range(budget.epochs):
-        for images, labels in tqdm(loader, desc=f"{desc} epoch {epoch + 1}/{budget.epochs}", unit="batch"):
-            flip = torch.rand(len(images), generator=generator) < 0.5
-            images = torch.where(flip.view(-1, 1, 1, 1), images.flip(-1), images).to(device)
-            loss = F.cross_entropy(model(images), labels.to(device))
-            scheduled_step(loss, optimizer, epoch, budget.epochs, budget.lr_milestones)  # the rate moves per epoch
-            losses.append(loss.item())
-    return losses
 
 
 @torch.no_grad()
-def evaluate(
-    model: torch.nn.Module, dataset: CUB200, device: torch.device, *, workers: int = 0, batch_size: int = 64
-) -> tuple[float, Tensor | None]:
-    """Test accuracy, and the θ ``(N, T, 3)`` of every test image for an ST-CNN (None for the CNN)."""
+def attention_theta(model: nn.Module, test_set: Dataset, batch_size: int, num_workers: int = 0) -> Tensor:
+    """The attention θ ``(N, T, 3)`` of an ST-CNN on every image of ``test_set`` (on the model's device)."""
+    device = next(model.parameters()).device
     model.eval()
-    correct, thetas = 0, []
-    has_theta = getattr(model, "transformer", None) is not None
-    for images, labels in DataLoader(dataset, batch_size, num_workers=workers):
-        images = images.to(device)
-        if has_theta:
-            logits, theta = model(images, return_theta=True)
-            thetas.append(theta.cpu())
-        else:
-            logits = model(images)
-        correct += int((logits.argmax(1).cpu() == labels).sum())
-    return correct / max(len(dataset), 1), torch.cat(thetas) if has_theta else None
+    loader = DataLoader(test_set, batch_size, num_workers=num_workers)
+    return torch.cat([model(x.to(device), return_theta=True)[1].cpu() for x, _ in loader])
+
+
+def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | int:
+    """Train (or resume) and score row ``key``; its result, or the exit code of an interrupted run."""
+    row = RUNS[key]
+    run_dir = Path(args.out) / key
+    result_path = run_dir / "result.json"
+    size = args.input_size if row.full_resolution else args.input_size // 2
+    spec = cub_spec(
+        args.cub_root, image_size=size, limit_train=args.limit_train, limit_test=args.limit_test, seed=config.seed
+    )
+    if run_status(run_dir, config, spec) == "done" and result_path.is_file():
+        print(f"{row.label}: done before, see {result_path}")
+        return json.loads(result_path.read_text(encoding="utf-8"))
+    trainer = make_trainer(
+        key, config, spec, run_dir, backbone=args.backbone, pretrained=args.pretrained, progress=not args.quiet
+    )
+    outcome = trainer.fit()
+    if not outcome.finished:
+        print(f"{row.label} interrupted at step {outcome.step}; run the command again to resume")
+        return 128 + (outcome.signal or 0)
+    summary, test_set = outcome.summary, trainer.eval_data
+    result = {
+        "run": key,
+        "label": row.label,
+        "accuracy": 100 * round((1 - summary["test_error"]) * len(test_set)) / len(test_set),
+        "test_images": len(test_set),
+        "train_images": len(trainer.train_data),
+        "classes": test_set.num_classes,
+        "image_size": size,
+        "model": row.model,
+        **trainer.model_spec["kwargs"],
+        "params": summary["params"],
+        "train_seconds": summary["time_s"],
+        "budget": args.budget,
+        **config.to_dict(),
+        "device": str(trainer.device),
+    }
+    if row.model != "cub-cnn":
+        theta = attention_theta(trainer.model, test_set, config.eval_batch_size, config.num_workers)
+        result.update(attention_stats(theta, test_set.boxes))
+        shown = torch.linspace(0, len(test_set) - 1, min(args.figure_images, len(test_set))).round().long()
+        images = torch.stack([test_set[int(i)][0] for i in shown])
+        draw_attention(images, test_set.boxes[shown], attention_boxes(theta[shown]), run_dir / "attention.png")
+    write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train and score the selected rows (skipping finished ones, resuming interrupted ones); write
+    ``<out>/table3.md`` and the attention figures. Returns 0, or 128 + the signal that interrupted a run."""
+    if args.input_size < 2 or args.input_size % 2:
+        raise ValueError(f"--input-size must be an even number of pixels, got {args.input_size}")
+    config = config_from_args(BUDGETS, args, num_workers=args.workers)
+    for key in args.runs:
+        result = _run_row(key, args, config)
+        if isinstance(result, int):
+            return result
+        print(f"{result['label']}: accuracy {result['accuracy']:.2f}% on {result['test_images']} test images")
+    print(f"wrote {write_table(args.out)}")
+    return 0
 
 
 def write_table(out: str | Path) -> Path:
@@ -313,8 +362,6 @@ def draw_attention(images: Tensor, boxes: Tensor, windows: Tensor, path: str | P
     fig.suptitle("attention windows (one colour per transformer) and the bird's box (dashed)", fontsize=10)
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.png")
-    fig.savefig(tmp, dpi=80)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
     return path

@@ -6,14 +6,16 @@ axes each uniform in ``[-max_angle, max_angle]`` (default 45°) and a translatio
 ``[-max_translation, max_translation]`` (normalised units, default 0.2 = 6 voxels) per axis — by one batched
 :func:`stn.warp` with the ``affine3d`` family. θ (the truth, target -> source) is ``[R | t]``.
 Training sets draw fresh poses every epoch, the test set is fixed by its seed; poses are drawn for a whole
-epoch at once, so they do not depend on the batch size.
+epoch at once, so they do not depend on the batch size, and volumes are made batch by batch where the model
+runs (:class:`PosedVolumes`: an epoch of 60x60x60 volumes would not fit in memory).
 
 Models (see :mod:`stn.models.appendix`): ``volume-st``, an affine3d transformer whose output volume is
 projected along depth into a 2-D image that a CNN classifies, and the baseline ``volume-cnn``, the CNN on the
-projection of the posed volume itself. Both train on the same batches (generating a batch of volumes costs
-about as much as a training step). The paper gives no number for this experiment, only its figure: ``stn
-reproduce 3d`` writes ``3d.md`` with both models' test error and ``projections.png`` (the digit, the
-projection of the posed volume, and the learnt projection).
+projection of the posed volume itself. Each is one run of the training engine in ``<runs-dir>/<model>``
+(checkpoints, ``metrics.jsonl``, resume; data spec kind ``"posed-volumes"``, so ``stn eval`` scores the
+checkpoint again); both see the same volumes in the same order. The paper gives no number for this experiment,
+only its figure: ``stn reproduce 3d`` writes ``3d.md`` with both models' test error, ``results.json`` and
+``projections.png`` (the digit, the projection of the posed volume, and the learnt projection).
 
 Recipe (ours; the paper does not give one): SGD with momentum 0.9, base learning rate 0.01 (0.03 for the short
 ``quick`` budget) divided by 10 at 2/3 of training, cross-entropy. ``quick`` is a first look that fits a few
@@ -28,45 +30,50 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 import stn
 from stn.data import MNIST, load_mnist
 from stn.data.datasets import block_seed
-from stn.engine.config import TEST_SEED
-from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import resolve_device, scheduled_step
-from stn.experiments._appendix import add_common_arguments, budget_from_args, image_rows
+from stn.engine.callbacks import Figures, Reports, ThetaHistory, ThetaStats
+from stn.engine.checkpoint import load_model
+from stn.engine.config import TEST_SEED, Preset, TrainConfig
+from stn.engine.metrics import format_markdown_table
+from stn.engine.options import positive_int
+from stn.engine.tasks import ClassificationTask
+from stn.engine.trainer import Trainer, read_summary, resolve_device, run_status
+from stn.experiments._appendix import add_common_arguments, image_rows
+from stn.experiments.table1 import config_from_args
+from stn.io import write_text_atomic
 from stn.models import create_model
 from stn.models.appendix import SLAB_DEPTH, VOLUME_SHAPE
-from stn.models.mnist import count_parameters
 
 __all__ = [
     "BUDGETS",
     "MODELS",
-    "Budget",
     "PosedVolumes",
+    "VolumeBatches",
     "add_arguments",
     "extrude",
+    "make_trainer",
     "pose_volumes",
     "posed_volumes",
     "random_poses",
     "rotation_matrix",
     "run",
+    "volume_data",
+    "volume_spec",
 ]
 
 VOLUME_SIZE = VOLUME_SHAPE[1]
 # table row -> registered model
-MODELS = {"CNN on the projection": "volume-cnn", "3-D ST + CNN": "volume-st"}
+_BASELINE, _TRANSFORMER = "CNN on the projection", "3-D ST + CNN"
+MODELS = {_BASELINE: "volume-cnn", _TRANSFORMER: "volume-st"}
 
 
 # --- data ----------------------------------------------------------------------------------------------------
@@ -152,13 +159,37 @@ def posed_volumes(
     return pose_volumes(images, params["theta"], size, depth), params
 
 
+class VolumeBatches:
+    """The posed volumes of an epoch as a tensor-like ``(N, 1, 60, 60, 60)`` that makes the volumes it is indexed
+    for (a slice, or an index tensor on its device): the training engine's fast path indexes the epoch's inputs
+    batch by batch, and each batch is posed there, on the device, by one batched warp.
+
+    Example:
+        >>> view = VolumeBatches(torch.zeros(5, 28, 28, dtype=torch.uint8), torch.eye(3, 4).flatten().expand(5, 12))
+        >>> len(view), view.shape, view[torch.tensor([0, 3])].shape
+        (5, torch.Size([5, 1, 60, 60, 60]), torch.Size([2, 1, 60, 60, 60]))
+    """
+
+    def __init__(self, digits: Tensor, theta: Tensor) -> None:
+        self.digits, self.theta = digits, theta.to(digits.device)
+        self.shape = torch.Size((len(digits), *VOLUME_SHAPE))
+        self.device = digits.device
+
+    def __len__(self) -> int:
+        return len(self.digits)
+
+    def __getitem__(self, index: Tensor | slice) -> Tensor:
+        return pose_volumes(self.digits[index], self.theta[index])
+
+
 class PosedVolumes:
-    """Posed volumes of one MNIST split, generated batch by batch (an epoch of 60x60x60 volumes would not fit
-    in memory). Training epochs draw fresh poses and a fresh order; ``epoch`` is ignored for the test split.
+    """Posed volumes of one MNIST split for the training engine: ``epoch_tensors(epoch, device)`` gives the
+    epoch's volumes (a :class:`VolumeBatches`) and labels. Training epochs draw fresh poses; the test split's
+    are the same every epoch.
 
     Args:
         mnist: a loaded split; ``num_samples``: use its first N digits.
-        seed: seed of the poses and the order.
+        seed: seed of the poses.
         max_angle, max_translation: see :func:`random_poses`.
     """
 
@@ -181,140 +212,177 @@ class PosedVolumes:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def epoch(self, epoch: int = 0) -> tuple[Tensor, Tensor]:
-        """``(order (N,), theta (N, 12))``: the digits' order and each digit's pose in ``epoch``."""
+    def poses(self, epoch: int = 0) -> Tensor:
+        """θ ``(N, 12)``: each digit's pose in ``epoch`` (drawn on the CPU from the seed, split and epoch)."""
         key = epoch if self.split == "train" else 0
         generator = torch.Generator().manual_seed(block_seed("3d", self.seed, self.split, key))
-        theta = random_poses(len(self), generator, **self.pose_options)["theta"]
-        order = torch.randperm(len(self), generator=generator) if self.split == "train" else torch.arange(len(self))
-        return order, theta
+        return random_poses(len(self), generator, **self.pose_options)["theta"]
 
-    def batches(
-        self, batch_size: int, epoch: int = 0, device: torch.device | str = "cpu", start: int = 0
-    ) -> Iterator[tuple[Tensor, Tensor]]:
-        """``(volumes (B, 1, 60, 60, 60), labels (B,))`` on ``device`` for the batches of ``epoch`` from
-        batch ``start`` on; the last one may be smaller."""
-        order, theta = self.epoch(epoch)
-        for lo in range(start * batch_size, len(self), batch_size):
-            idx = order[lo : lo + batch_size]
-            volumes = pose_volumes(self.images[idx].to(device), theta[idx])
-            yield volumes, self.labels[idx].to(device)
+    def epoch_tensors(self, epoch: int = 0, device: torch.device | str = "cpu") -> tuple[VolumeBatches, Tensor]:
+        """``(volumes (N, 1, 60, 60, 60) made when indexed, labels (N,))`` of ``epoch`` on ``device``."""
+        return VolumeBatches(self.images.to(device), self.poses(epoch)), self.labels.to(device)
+
+
+def volume_spec(
+    *,
+    seed: int = 0,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    max_angle: float = 45.0,
+    max_translation: float = 0.2,
+    root: str | None = None,
+) -> dict[str, Any]:
+    """The data spec of a 3-D run (kind ``"posed-volumes"``, see :mod:`stn.experiments.sources`): the first
+    ``num_*`` MNIST digits of each split (all: None) in poses drawn from ``seed`` (the test set's from
+    :data:`~stn.engine.config.TEST_SEED`); ``root``: where MNIST is."""
+    return {
+        "kind": "posed-volumes",
+        "seed": seed,
+        "num_train": num_train,
+        "num_test": num_test,
+        "max_angle": max_angle,
+        "max_translation": max_translation,
+        "root": None if root is None else str(root),
+    }
+
+
+def volume_data(spec: Mapping[str, Any], split: str) -> PosedVolumes:
+    """The ``"train"`` or ``"test"`` :class:`PosedVolumes` of a :func:`volume_spec`."""
+    train = split == "train"
+    return PosedVolumes(
+        load_mnist(spec.get("root"), split),
+        seed=spec["seed"] if train else TEST_SEED,
+        num_samples=spec.get("num_train" if train else "num_test"),
+        max_angle=spec["max_angle"],
+        max_translation=spec["max_translation"],
+    )
 
 
 # --- the experiment ------------------------------------------------------------------------------------------
 
-
-@dataclass(frozen=True)
-class Budget:
-    """How long the models train and on how much data."""
-
-    iterations: int
-    batch_size: int
-    num_test: int | None
-    lr: float = 0.01
-    momentum: float = 0.9
-    lr_milestones: tuple[float, ...] = (2 / 3,)
-
-
-BUDGETS = {"quick": Budget(350, 32, 500, lr=0.03), "paper": Budget(150_000, 256, None)}
+# Every model's recipe: SGD with momentum 0.9, the learning rate divided by 10 at 2/3 of training. The θ history
+# keeps its test volumes in the checkpoint (0.9 MB each); θ statistics are taken on 64 test volumes.
+_RECIPE = {"lr_milestones": (2 / 3,), "eval_batch_size": 100, "theta_samples": 4}
+_THETA_STATS_SAMPLES = 64
+BUDGETS = {
+    "quick": Preset(
+        "a first look: minutes on a 2-core CPU",
+        {"iterations": 350, "batch_size": 32, "lr": 0.03, **_RECIPE},
+        {"num_test": 500},
+    ),
+    "paper": Preset(
+        "as long as Table 1 (150,000 steps of 256), for a GPU",
+        {"iterations": 150_000, "batch_size": 256, **_RECIPE},
+        {"num_test": None},
+    ),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce 3d``."""
-    add_common_arguments(parser, BUDGETS, "results/3d")
-    parser.add_argument("--iterations", type=int, help="override the budget's number of training steps")
-    parser.add_argument("--batch-size", type=int, help="override the budget's batch size")
-    parser.add_argument("--num-test", type=int, help="override the budget's number of test digits")
-    parser.add_argument("--lr", type=float, help="override the budget's base learning rate")
+    add_common_arguments(parser, BUDGETS, "results/3d", recipe=True)
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs/3d"),
+        help="where each model's run (checkpoint, metrics, curves) lives (default runs/3d)",
+    )
+    parser.add_argument("--num-train", type=positive_int, help="train on the first N digits (default all)")
+    parser.add_argument("--num-test", type=positive_int, help="override the budget's number of test digits")
     parser.add_argument("--max-angle", type=float, default=45.0, help="rotation range per axis, degrees")
     parser.add_argument("--max-translation", type=float, default=0.2, help="translation range, normalised units")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _train(models: dict[str, nn.Module], data: PosedVolumes, budget: Budget, device: torch.device) -> dict[str, float]:
-    """Train every model on the same batches; returns each model's training seconds (batches not counted)."""
-    optimizers = {k: torch.optim.SGD(m.parameters(), lr=budget.lr, momentum=budget.momentum) for k, m in models.items()}
-    seconds = dict.fromkeys(models, 0.0)
-    per_epoch = math.ceil(len(data) / budget.batch_size)
-    step = 0
-    bar = tqdm(total=budget.iterations, unit="step", desc="3-D models", dynamic_ncols=True)
-    while step < budget.iterations:
-        for x, y in data.batches(budget.batch_size, step // per_epoch, device, start=step % per_epoch):
-            losses = {}
-            for key, model in models.items():
-                start = time.perf_counter()
-                loss = F.cross_entropy(model(x), y)
-                scheduled_step(loss, optimizers[key], step, budget.iterations, budget.lr_milestones)
-                seconds[key] += time.perf_counter() - start
-                losses[key] = f"{loss.item():.3f}"
-            step += 1
-            bar.update(1)
-            bar.set_postfix(losses)
-            if step >= budget.iterations:
-                break
-    bar.close()
-    return seconds
-
-
-@torch.no_grad()
-def _errors(models: dict[str, nn.Module], data: PosedVolumes, device: torch.device) -> dict[str, float]:
-    wrong = dict.fromkeys(models, 0)
-    for model in models.values():
-        model.eval()
-    for x, y in tqdm(data.batches(100, device=device), total=math.ceil(len(data) / 100), desc="test", leave=False):
-        for key, model in models.items():
-            wrong[key] += int((model(x).argmax(1) != y).sum())
-    return {k: v / len(data) for k, v in wrong.items()}
+def make_trainer(
+    name: str, config: TrainConfig, spec: Mapping[str, Any], run_dir: str | Path, *, progress: bool = True
+) -> Trainer:
+    """The :class:`~stn.engine.trainer.Trainer` of the registered 3-D model ``name`` on the posed volumes of
+    ``spec`` (:func:`volume_spec`), initialised from the config's seed; it resumes a run found in ``run_dir``."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        model = create_model(name)
+    return Trainer(
+        model,
+        volume_data(spec, "train"),
+        volume_data(spec, "test"),
+        ClassificationTask(10),
+        config,
+        callbacks=[ThetaStats(_THETA_STATS_SAMPLES), ThetaHistory(), Reports(), Figures()],
+        run_dir=run_dir,
+        resume=True,
+        data_spec=spec,
+        title=f"{name} on posed volumes",
+        progress=progress,
+    )
 
 
 @torch.no_grad()
 def plot_projections(models: dict[str, nn.Module], data: PosedVolumes, path: str | Path, count: int = 8) -> Path:
-    """The digits, the projection of their posed volumes (what the baseline sees), and each transformer model's
-    learnt projection (``model.transformer`` output)."""
-    volumes, labels = next(data.batches(count))
+    """The first ``count`` digits of ``data``, the projection of their posed volumes (what the baseline sees), and
+    each model's projection (``model.transformer`` output: the learnt one for a transformer model)."""
     rows = [("digit", data.images[:count].float() / 255)]
     for key, model in models.items():
         model.eval()
-        projection = model.transformer(volumes.to(next(model.parameters()).device)).cpu()[:, 0]
-        rows.append((key, projection))
-    return image_rows(rows, path, title=f"3-D transformer: test digits {labels.tolist()}")
+        volumes, labels = data.epoch_tensors(0, next(model.parameters()).device)
+        rows.append((key, model.transformer(volumes[:count]).cpu()[:, 0]))
+    return image_rows(rows, path, title=f"3-D transformer: test digits {labels[:count].tolist()}")
+
+
+def _trained_model(name: str, args: argparse.Namespace, config: TrainConfig, spec: dict[str, Any]) -> nn.Module | int:
+    """The model of the run of ``name``: trained (or resumed), or loaded when the run finished before; the exit
+    code if the training was interrupted."""
+    run_dir = Path(args.runs_dir) / name
+    if run_status(run_dir, config, spec) == "done":
+        print(f"{name}: done before, see {run_dir}")
+        return load_model(run_dir, resolve_device(config.device))[0]
+    trainer = make_trainer(name, config, spec, run_dir, progress=not args.quiet)
+    outcome = trainer.fit()
+    if not outcome.finished:
+        print(f"{name} interrupted at step {outcome.step}; run the command again to resume")
+        return 128 + (outcome.signal or 0)
+    return trainer.model
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train ``volume-cnn`` and ``volume-st``; write ``<out>/3d.md``, ``results.json`` and ``projections.png``."""
-    budget = budget_from_args(BUDGETS, args, ["iterations", "batch_size", "num_test", "lr"])
-    device = resolve_device(args.device)
+    """Train ``volume-cnn`` and ``volume-st``; write ``<out>/3d.md``, ``results.json`` and ``projections.png``.
+    Returns 0, or 128 + the signal that interrupted a run."""
+    budget = BUDGETS[args.budget]
+    config = config_from_args(BUDGETS, args)
+    num_test = budget.num_test if args.num_test is None else args.num_test
     poses = {"max_angle": args.max_angle, "max_translation": args.max_translation}
-    train_set = PosedVolumes(load_mnist(args.data_dir, "train"), seed=args.seed, **poses)
-    test_set = PosedVolumes(load_mnist(args.data_dir, "test"), seed=TEST_SEED, num_samples=budget.num_test, **poses)
-    torch.manual_seed(args.seed)
-    models = {row: create_model(name).to(device) for row, name in MODELS.items()}
-    seconds = _train(models, train_set, budget, device)
-    errors = _errors(models, test_set, device)
-    out = Path(args.out)
-    results = [
-        {
-            "model": row,
-            "name": MODELS[row],
-            "test_error": 100 * errors[row],
-            "params": count_parameters(m),
-            "train_seconds": seconds[row],
-        }
-        for row, m in models.items()
-    ]
+    spec = volume_spec(seed=config.seed, num_train=args.num_train, num_test=num_test, root=args.data_dir, **poses)
+    models, results = {}, []
+    for row, name in MODELS.items():
+        model = _trained_model(name, args, config, spec)
+        if isinstance(model, int):
+            return model
+        models[row] = model
+        summary = read_summary(Path(args.runs_dir) / name)
+        results.append(
+            {
+                "model": row,
+                "name": name,
+                "test_error": 100 * summary["test_error"],
+                "params": summary["params"],
+                # time in training steps (the volumes' generation and the evaluations not counted)
+                "train_seconds": summary["steps"] * config.batch_size / summary["images_per_s"],
+            }
+        )
     meta = {
         "budget": args.budget,
-        **asdict(budget),
+        **config.to_dict(),
+        "num_test": num_test,
         **poses,
-        "seed": args.seed,
-        "device": str(device),
-        "train_digits": len(train_set),
-        "test_digits": len(test_set),
-        "source": train_set.source,
+        "device": str(next(models[_BASELINE].parameters()).device),
+        "train_digits": summary["train_samples"],
+        "test_digits": summary["test_samples"],
+        "source": summary["source"],
     }
+    out = Path(args.out)
     write_text_atomic(out / "results.json", json.dumps({"results": results, **meta}, indent=2) + "\n")
-    plot_projections(
-        dict(zip(("posed projection", "3-D ST output"), models.values())), test_set, out / "projections.png"
-    )
+    shown = {"posed projection": models[_BASELINE], "3-D ST output": models[_TRANSFORMER]}
+    plot_projections(shown, volume_data(spec, "test"), out / "projections.png")
     table = format_markdown_table(
         [
             [
@@ -333,8 +401,8 @@ def run(args: argparse.Namespace) -> int:
         "# 3-D spatial transformer (appendix)\n\n"
         "The paper shows this experiment as a figure only (no number). Digits extruded into 60x60x60 volumes, "
         f"rotated up to ±{args.max_angle:g}° about each axis and translated up to ±{args.max_translation:g} "
-        f"(normalised); {budget.iterations} steps of {budget.batch_size}, {len(test_set)} test volumes "
-        f"(budget `{args.budget}`, device {device}).\n\n{table}\n![projections](projections.png)\n"
+        f"(normalised); {config.iterations} steps of {config.batch_size}, {meta['test_digits']} test volumes "
+        f"(budget `{args.budget}`, device {meta['device']}).\n\n{table}\n![projections](projections.png)\n"
     )
     write_text_atomic(out / "3d.md", text)
     for r in results:
