@@ -116,6 +116,8 @@ def sample(
     mode: str = "bilinear",
     padding_mode: str = "zeros",
     fill: Fill | None = None,
+    *,
+    valid: Tensor | None = None,
 ) -> Tensor:
     """The sampler: read ``x`` at the grid's source coordinates, differentiably in ``x`` and ``grid``.
 
@@ -129,6 +131,9 @@ def sample(
         mode: ``"bilinear"`` (trilinear on volumes), ``"nearest"`` or ``"bicubic"`` (2-D only).
         padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``.
         fill: scalar or per-channel value outside the input.
+        valid: ``(B, H, W)`` (3-D ``(B, D, H, W)``) bool, False where the grid has no source point (a
+            homography's horizon, see :meth:`stn.transforms.Transform.valid_mask`): those outputs are 0 (or
+            ``fill``) in every padding mode, with zero gradient. :func:`warp` and the modules pass it.
 
     Returns:
         ``(B, C, H, W)`` (3-D ``(B, C, D, H, W)``) in ``x``'s dtype.
@@ -151,12 +156,18 @@ def sample(
         raise ValueError(f"padding_mode must be one of {_PADDING_MODES}, got {padding_mode!r}")
     if fill is not None and padding_mode != "zeros":
         raise ValueError(f"fill is a constant background and needs padding_mode='zeros', got {padding_mode!r}")
+    if valid is not None and (valid.dtype != torch.bool or valid.shape != grid.shape[:-1]):
+        raise ValueError(
+            f"valid must be a bool mask of shape {tuple(grid.shape[:-1])}, got {valid.dtype} {tuple(valid.shape)}"
+        )
     work = _compute_dtype(x.dtype)
     xs = x.to(work)
     offset = None if fill is None else _fill_tensor(fill, xs)
     if offset is not None:
         xs = xs - offset  # zero padding of (x - fill), plus fill, pads with fill in the same single sampling call
     out = F.grid_sample(xs, grid.to(work), mode=mode, padding_mode=padding_mode, align_corners=False)
+    if valid is not None:
+        out = out.masked_fill(~valid.unsqueeze(1), 0.0)
     if offset is not None:
         out = out + offset
     return out.to(x.dtype)
@@ -202,5 +213,7 @@ def warp(
     if theta.device != x.device:
         raise ValueError(f"theta is on {theta.device} but the input is on {x.device}")
     size = tuple(x.shape[2:]) if out_size is None else check_size(out_size, t.ndim)
-    grid = t.grid(theta.to(_compute_dtype(x.dtype)), size)
-    return sample(x, grid, mode=mode, padding_mode=padding_mode, fill=fill)
+    theta = theta.to(_compute_dtype(x.dtype))
+    # With zero padding the grid's outside points already read 0 / fill: the mask is needed for the others only.
+    valid = None if padding_mode == "zeros" else t.valid_mask(theta, size)
+    return sample(x, t.grid(theta, size), mode=mode, padding_mode=padding_mode, fill=fill, valid=valid)

@@ -226,3 +226,51 @@ def test_torch_compile_trains_through_the_projective_closed_form_gradient():
     expected = grads(st)
     for got, want in zip(grads(torch.compile(st)), expected, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+# --- non-finite θ ---------------------------------------------------------------------------------------------------
+
+
+def _nan_for(st: nn.Module, x: torch.Tensor, samples: list[int]) -> torch.Tensor:
+    """``x`` with a NaN in each of ``samples``: a localisation net regresses NaN θ for exactly those."""
+    x = x.clone()
+    x[samples, 0, 0, 0] = float("nan")
+    return x
+
+
+def test_check_finite_names_the_samples_whose_theta_is_not_finite():
+    x = torch.rand(6, 1, 6, 7)
+    st = stn.SpatialTransformer(tiny_localization(x), "affine", check_finite=True)
+    assert st(x).shape == x.shape  # finite θ: no complaint
+    with pytest.raises(ValueError, match=r"SpatialTransformer: θ is NaN or infinite for sample\(s\) \[1, 4\] of 6"):
+        st(_nan_for(st, x, [1, 4]))
+    with torch.no_grad():
+        head_linear(st).bias[0] = float("inf")
+    with pytest.raises(ValueError, match=r"infinite for sample\(s\) \[0, 1, 2, 3, 4, 5\] of 6"):
+        st(x)
+
+
+def test_parallel_check_finite_names_the_samples():
+    x = torch.rand(3, 1, 6, 7)
+    pst = stn.ParallelSpatialTransformer(tiny_localization(x), 2, "attention", check_finite=True)
+    with pytest.raises(ValueError, match=r"ParallelSpatialTransformer: .* sample\(s\) \[2\] of 3"):
+        pst(_nan_for(pst, x, [2]))
+
+
+def test_non_finite_theta_is_not_checked_by_default_nor_in_traced_graphs(monkeypatch: pytest.MonkeyPatch):
+    x = torch.rand(2, 1, 6, 7)
+    monkeypatch.delenv("STN_CHECK_FINITE", raising=False)
+    st = stn.SpatialTransformer(tiny_localization(x), "affine")
+    assert not st.check_finite and torch.isnan(st(_nan_for(st, x, [0]))[0]).all()
+    monkeypatch.setenv("STN_CHECK_FINITE", "1")  # read when the module is built
+    assert not st.check_finite
+    checked = stn.SpatialTransformer(tiny_localization(x), "affine")
+    assert checked.check_finite
+    with pytest.raises(ValueError, match=r"sample\(s\) \[0\]"):
+        checked(_nan_for(checked, x, [0]))
+    assert not stn.SpatialTransformer(tiny_localization(x), "affine", check_finite=False).check_finite
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        traced = torch.jit.trace(checked, (x,), check_trace=False)  # a graph cannot raise on data
+    assert torch.isnan(traced(_nan_for(checked, x, [1]))[1]).all()

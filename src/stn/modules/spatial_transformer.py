@@ -1,7 +1,28 @@
-"""Spatial transformer modules: localisation net -> θ regression -> grid generator -> sampler."""
+"""Spatial transformer modules: localisation net -> θ regression -> grid generator -> sampler.
+
+Non-finite θ: a localisation net that diverged (too high a learning rate, inputs holding NaN or inf) regresses
+NaN or infinite θ, whose grid reads NaN, and the loss turns NaN with no word of why. By default the modules do
+not look (a check costs a device synchronisation every forward, and compiled or traced graphs cannot raise);
+``check_finite=True``, or the environment variable ``STN_CHECK_FINITE=1`` when the module is built, makes the
+eager forward raise a ``ValueError`` naming the transformer and the samples whose θ is not finite, before
+anything is sampled. Compiled (``torch.compile``), traced, scripted and exported forwards skip the check. The
+trainer's θ diagnostics record the fraction of non-finite θ every epoch (``<transformer>.nonfinite_frac``).
+
+Example:
+    >>> import torch
+    >>> from stn.modules import ConvLocalization, SpatialTransformer
+    >>> st = SpatialTransformer(ConvLocalization(1), "affine", check_finite=True)
+    >>> x = torch.rand(4, 1, 28, 28)
+    >>> x[2, 0, 5, 5] = float("nan")  # a corrupt input: the localisation net regresses NaN for sample 2
+    >>> st(x)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: SpatialTransformer: θ is NaN or infinite for sample(s) [2] of 4 (the localisation net's ...
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -118,6 +139,16 @@ class ThetaRegressor(nn.Module):
         return theta
 
 
+def _in_graph() -> bool:
+    """Whether this forward is being compiled, traced, scripted or exported (where θ cannot be inspected)."""
+    return (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
 class _TransformerBase(nn.Module):
     def __init__(
         self,
@@ -126,6 +157,7 @@ class _TransformerBase(nn.Module):
         mode: str,
         padding_mode: str,
         fill: Fill | None,
+        check_finite: bool | None,
     ) -> None:
         super().__init__()
         self.transform = resolve(transform)
@@ -133,14 +165,35 @@ class _TransformerBase(nn.Module):
         self.mode = mode
         self.padding_mode = padding_mode
         self.fill = fill
+        if check_finite is None:
+            check_finite = os.environ.get("STN_CHECK_FINITE", "") not in ("", "0")
+        self.check_finite = bool(check_finite)
 
-    def _grid(self, x: Tensor, theta: Tensor) -> Tensor:
+    def _check_finite(self, theta: Tensor) -> None:
+        """Raise when θ ``(B, P)`` or ``(B, N, P)`` is NaN or infinite (eager forwards with check_finite only)."""
+        if not self.check_finite or _in_graph():
+            return
+        bad = ~torch.isfinite(theta).flatten(1).all(1)
+        if bad.any():
+            samples = bad.nonzero().flatten().tolist()
+            shown = f"{samples[:10]}{' ...' if len(samples) > 10 else ''}"
+            raise ValueError(
+                f"{type(self).__name__}: θ is NaN or infinite for sample(s) {shown} of {len(theta)} (the "
+                "localisation net's input holds NaN/inf, or the net diverged: lower the learning rate, or bound θ "
+                "with max_translation / scale_range)"
+            )
+
+    def _grid(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor | None]:
+        """The grid of θ ``(B, P)`` and, where the padding would not read 0 there, the mask of target points
+        without a source point (see :meth:`stn.transforms.Transform.valid_mask`)."""
         size = self.out_size or tuple(x.shape[2:])
         work = theta.dtype if theta.dtype in (torch.float32, torch.float64) else torch.float32
-        return self.transform.grid(theta.to(work), size)
+        theta = theta.to(work)
+        valid = None if self.padding_mode == "zeros" else self.transform.valid_mask(theta, size)
+        return self.transform.grid(theta, size), valid
 
-    def _sample(self, x: Tensor, grid: Tensor) -> Tensor:
-        return sample(x, grid, mode=self.mode, padding_mode=self.padding_mode, fill=self.fill)
+    def _sample(self, x: Tensor, grid: Tensor, valid: Tensor | None) -> Tensor:
+        return sample(x, grid, mode=self.mode, padding_mode=self.padding_mode, fill=self.fill, valid=valid)
 
     def extra_repr(self) -> str:
         return f"transform={self.transform.name!r}, out_size={self.out_size}"
@@ -163,6 +216,8 @@ class SpatialTransformer(_TransformerBase):
         mode: interpolation, see :func:`stn.sample`.
         padding_mode: what is read outside the input, see :func:`stn.sample`.
         fill: the constant read outside the input (the image background), see :func:`stn.sample`.
+        check_finite: raise a ``ValueError`` naming the samples whose θ is NaN or infinite (eager forwards;
+            default: the environment variable ``STN_CHECK_FINITE=1``). See the module docstring.
 
     Example:
         >>> import torch
@@ -187,8 +242,9 @@ class SpatialTransformer(_TransformerBase):
         mode: str = "bilinear",
         padding_mode: str = "zeros",
         fill: Fill | None = None,
+        check_finite: bool | None = None,
     ) -> None:
-        super().__init__(transform, out_size, mode, padding_mode, fill)
+        super().__init__(transform, out_size, mode, padding_mode, fill, check_finite)
         self.localization = localization
         self.head = ThetaRegressor(
             _feature_width(localization, in_features),
@@ -206,7 +262,8 @@ class SpatialTransformer(_TransformerBase):
     def forward(self, x: Tensor, return_theta: bool = False) -> Tensor | tuple[Tensor, Tensor]:
         """The warped input ``(B, C, *out_size)``, or ``(output, θ (B, P))`` with ``return_theta=True``."""
         theta = self.localize(x)
-        out = self._sample(x, self._grid(x, theta))
+        self._check_finite(theta)
+        out = self._sample(x, *self._grid(x, theta))
         return (out, theta) if return_theta else out
 
 
@@ -232,6 +289,7 @@ class ParallelSpatialTransformer(_TransformerBase):
         mode: as in :class:`SpatialTransformer`.
         padding_mode: as in :class:`SpatialTransformer`.
         fill: as in :class:`SpatialTransformer`.
+        check_finite: as in :class:`SpatialTransformer`.
 
     Example:
         >>> import torch
@@ -258,8 +316,9 @@ class ParallelSpatialTransformer(_TransformerBase):
         mode: str = "bilinear",
         padding_mode: str = "zeros",
         fill: Fill | None = None,
+        check_finite: bool | None = None,
     ) -> None:
-        super().__init__(transform, out_size, mode, padding_mode, fill)
+        super().__init__(transform, out_size, mode, padding_mode, fill, check_finite)
         shared = isinstance(localization, nn.Module)
         nets = [localization] if shared else list(localization)
         n = num_transformers if num_transformers is not None else (None if shared else len(nets))
@@ -300,11 +359,14 @@ class ParallelSpatialTransformer(_TransformerBase):
         self, x: Tensor, return_theta: bool = False
     ) -> list[Tensor] | Tensor | tuple[list[Tensor] | Tensor, Tensor]:
         theta = self.localize(x)
+        self._check_finite(theta)
         b, n = theta.shape[:2]
-        grid = self._grid(x, theta.flatten(0, 1))  # (B*N, *out, ndim)
+        grid, valid = self._grid(x, theta.flatten(0, 1))  # (B*N, *out, ndim), (B*N, *out) or None
         out_shape = grid.shape[1:-1]
         stacked = grid.reshape(b, n * out_shape[0], *out_shape[1:], grid.shape[-1])
-        out = self._sample(x, stacked)  # (B, C, N*out0, ...)
+        if valid is not None:
+            valid = valid.reshape(stacked.shape[:-1])
+        out = self._sample(x, stacked, valid)  # (B, C, N*out0, ...)
         out = out.view(b, out.shape[1], n, *out_shape).transpose(1, 2)  # (B, N, C, *out)
         result = out.flatten(1, 2) if self.concat else list(out.unbind(1))
         return (result, theta) if return_theta else result

@@ -56,6 +56,12 @@ class Transform(ABC):
         ``theta`` must already be validated (see :meth:`check_theta`); the grid has θ's dtype and device.
         """
 
+    def valid_mask(self, theta: Tensor, out_size: Sequence[int]) -> Tensor | None:
+        """Where T_θ has a source point: ``(B, *out_size)`` bool, or None when every target point has one (every
+        family but ``projective``, whose points on or behind the horizon have none). The sampler reads 0 (or the
+        fill) at the others whatever the padding mode."""
+        return None
+
     def identity(
         self, batch_size: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
     ) -> Tensor:

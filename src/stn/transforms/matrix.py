@@ -179,10 +179,12 @@ class Projective(MatrixTransform):
     """A homography: θ is the first 8 entries, row-major, of ``H`` with ``H[2, 2] = 1``.
 
     The source point is the dehomogenised ``H (x_t, y_t, 1)``, i.e. ``(u / w, v / w)``. Target points with
-    ``w <= eps`` lie on or beyond the horizon line of the homography (they have no finite or no in-front source
-    point): they are sent to ``(2, 2)``, outside the input, so they read the padding value (with zeros or border
-    padding) and carry **zero gradient**, and the grid, the output and all gradients stay finite. Points with a
-    small positive ``w`` map far outside the input, which reads as padding too.
+    ``w <= eps`` lie on or beyond the horizon line of the homography: they have no source point (none at all, or
+    one behind the viewer). Their grid entry is ``(2, 2)``, outside the input, with **zero gradient**, so the grid,
+    the output and all gradients stay finite; :meth:`valid_mask` marks them, and :func:`stn.warp` and the
+    spatial transformer modules give them **0** (or ``fill``) in every padding mode. (Border or reflection
+    padding would otherwise read an image pixel there: reflection maps ``(2, 2)`` to the image centre.) Points
+    with a small positive ``w`` do have a source point, far outside the input, and read the padding as usual.
 
     Example:
         >>> import torch
@@ -214,6 +216,11 @@ class Projective(MatrixTransform):
     def from_matrix(self, m: Tensor) -> Tensor:
         m = m / m[:, 2:, 2:]
         return m.reshape(-1, 9)[:, :8].clone()
+
+    def valid_mask(self, theta: Tensor, out_size: Sequence[int]) -> Tensor:
+        """``(B, *out_size)`` bool: False on and behind the horizon (``w <= eps``), where there is no source point."""
+        w = theta[:, 6:8] @ homogeneous_grid(out_size, theta.device, theta.dtype)[:2] + 1  # H[2] = (h6, h7, 1)
+        return (w > self.eps).view(theta.shape[0], *out_size)
 
     def grid(self, theta: Tensor, out_size: Sequence[int]) -> Tensor:
         h, g = self.matrix(theta), homogeneous_grid(out_size, theta.device, theta.dtype)
