@@ -30,6 +30,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from stn.io import atomic_path
+
 __all__ = [
     "FORMATS",
     "ONNX_OPSET",
@@ -99,11 +101,6 @@ def _example(in_shape: Sequence[int], model: nn.Module) -> Tensor:
     return example
 
 
-def _replace_atomically(tmp: Path, path: Path) -> Path:
-    os.replace(tmp, path)
-    return path
-
-
 def export_onnx(model: nn.Module, in_shape: Sequence[int], path: str | os.PathLike, opset: int = ONNX_OPSET) -> Path:
     """Write ``model`` as ONNX with input ``images (batch, *in_shape)`` and output ``logits``; returns the path."""
     if opset < 16:
@@ -111,7 +108,6 @@ def export_onnx(model: nn.Module, in_shape: Sequence[int], path: str | os.PathLi
     path = Path(path)
     net = _exportable(model)
     example = _example(in_shape, net)
-    tmp = path.with_name(f".{path.name}.tmp")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's notes on its internals are not the user's business
         program = torch.onnx.export(
@@ -124,8 +120,9 @@ def export_onnx(model: nn.Module, in_shape: Sequence[int], path: str | os.PathLi
             dynamic_shapes=({0: torch.export.Dim("batch")},),
             verbose=False,
         )
-    program.save(str(tmp))
-    return _replace_atomically(tmp, path)
+    with atomic_path(path) as tmp:
+        program.save(str(tmp))
+    return path
 
 
 def export_torchscript(model: nn.Module, in_shape: Sequence[int], path: str | os.PathLike) -> Path:
@@ -137,9 +134,9 @@ def export_torchscript(model: nn.Module, in_shape: Sequence[int], path: str | os
         warnings.simplefilter("ignore", torch.jit.TracerWarning)  # shape checks of the input become constants
         warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript is frozen, not gone; ONNX is preferred
         traced = torch.jit.trace(net, example)
-    tmp = path.with_name(f".{path.name}.tmp")
-    traced.save(str(tmp))
-    return _replace_atomically(tmp, path)
+    with atomic_path(path) as tmp:
+        traced.save(str(tmp))
+    return path
 
 
 def export_model(model: nn.Module, in_shape: Sequence[int], path: str | os.PathLike, fmt: str = "onnx") -> Path:

@@ -37,7 +37,8 @@ from PIL import Image
 from torch import Tensor, nn
 
 from stn.coords import normalized_to_pixel
-from stn.engine.diagnostics import apply_transformer, capture_transformers, transformer_modules
+from stn.io import atomic_path
+from stn.modules.diagnostics import apply_transformer, capture_transformers, transformer_modules
 
 __all__ = [
     "plot_curves",
@@ -55,11 +56,11 @@ _GRID_MARGIN = 0.15  # room around the input in the grid panel, as a fraction of
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -166,7 +167,7 @@ def plot_model_transformations(
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
     """Loss and error curves per epoch, plus the θ diagnostics (scale, outside fraction, folds) when the records
-    have them (keys ``"<transformer>.scale_mean"`` etc., see :mod:`stn.engine.diagnostics`)."""
+    have them (keys ``"<transformer>.scale_mean"`` etc., see :mod:`stn.modules.diagnostics`)."""
     if not history:
         raise ValueError("history is empty: nothing to plot")
     epochs = [r["epoch"] for r in history]
@@ -205,10 +206,8 @@ def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, duration_ms
     if not frames:
         raise ValueError("no frames to write")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    frames[0].save(tmp, format="GIF", save_all=True, append_images=list(frames[1:]), duration=duration_ms, loop=0)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=list(frames[1:]), duration=duration_ms, loop=0)
     return path
 
 

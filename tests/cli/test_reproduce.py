@@ -96,6 +96,6 @@ def test_table1_learning_rate_follows_the_budget_unless_given(
     ]
     assert main(args + extra) == 0
     config = json.loads((tmp_path / "r" / "fcn" / "seed0" / "config.json").read_text())
-    assert config["lr"] == lr
+    assert config["config"]["lr"] == lr
     command = (tmp_path / "table1.md").read_text().split("Command: `")[1].split("`")[0]
     assert ("--lr" in command) == ("--lr" in extra)

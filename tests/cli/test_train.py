@@ -14,7 +14,9 @@ def test_a_run_writes_the_run_folder(trained_run: Path) -> None:
     summary = json.loads((trained_run / "summary.json").read_text())
     assert summary["model"] == "st-fcn-aff" and summary["steps"] == 6
     config = json.loads((trained_run / "config.json").read_text())
-    assert config["model_options"] == {"target_params": 40000} and config["data"] == "r"
+    assert config["model"]["name"] == "st-fcn-aff" and config["model"]["kwargs"]["target_params"] == 40000
+    assert config["data"]["variant"] == "r" and config["task"] == {"name": "classification", "num_classes": 10}
+    assert config["config"]["batch_size"] == 16
 
 
 def test_resume_with_only_the_folder_continues_the_saved_run(
@@ -57,6 +59,13 @@ def test_resume_with_only_the_folder_continues_the_saved_run(
         (["--data", "rts", "--model", "st-cnn-affine"], "st-cnn-aff"),  # the valid names are listed
         (["--data", "mnist", "--model", "cnn"], "rts"),
         (["--data", "rts", "--model", "cnn", "--epochs", "0"], "positive integer"),
+        (["--data", "rts", "--model", "cnn", "--lr", "nan"], "finite number > 0"),
+        (["--data", "rts", "--model", "cnn", "--lr", "inf"], "finite number > 0"),
+        (["--data", "rts", "--model", "cnn", "--lr", "0"], "finite number > 0"),
+        (["--data", "rts", "--model", "cnn", "--momentum", "1"], "[0, 1)"),
+        (["--data", "rts", "--model", "cnn", "--weight-decay", "-1"], ">= 0"),
+        (["--data", "rts", "--model", "cnn", "--loc-lr-scale", "nan"], ">= 0"),
+        (["--data", "rts", "--model", "cnn", "--clip-grad-norm", "0"], "> 0"),
     ],
 )
 def test_wrong_values_are_usage_errors(args: list[str], expected: str, capsys: pytest.CaptureFixture[str]) -> None:
@@ -77,3 +86,25 @@ def test_every_command_has_help_with_examples(command: str, capsys: pytest.Captu
         main([command, "--help"])
     assert exit_info.value.code == 0
     assert "examples:" in capsys.readouterr().out
+
+
+def test_a_damaged_config_json_on_resume_names_the_file(
+    trained_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "config.json").write_text('{"config": {"lr": ')
+    assert main(["train", "--out", str(run), "--resume", "--quiet", "--no-figures"]) != 0
+    err = capsys.readouterr().err
+    assert str(run / "config.json") in err and "damaged" in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_config_json_of_a_run_resumes_with_every_model_argument(trained_run: Path) -> None:
+    from stn.engine.checkpoint import load_checkpoint
+
+    checkpoint = load_checkpoint(trained_run)  # a run folder is enough
+    config = json.loads((trained_run / "config.json").read_text())
+    assert checkpoint["model_kwargs"] == {k: tuple(v) if isinstance(v, list) else v
+                                          for k, v in config["model"]["kwargs"].items()}  # fmt: skip

@@ -76,7 +76,8 @@ def test_garbage_file(tmp_path: Path) -> None:
     [
         ({"weights": torch.zeros(2)}, "not an stn training checkpoint"),
         ({"format": "stn-checkpoint", "version": 99}, "version 99"),
-        ({"format": "stn-checkpoint", "version": 1, "model": {}}, "lacks config"),
+        ({"format": "stn-checkpoint", "version": 1, "model": {}}, "version 1; this stn reads version 2"),
+        ({"format": "stn-checkpoint", "version": 2, "model": {}}, "lacks model_name, model_kwargs, step"),
     ],
 )
 def test_foreign_or_incompatible_files(tmp_path: Path, content: dict, match: str) -> None:
@@ -89,5 +90,24 @@ def test_foreign_or_incompatible_files(tmp_path: Path, content: dict, match: str
 def test_weights_of_another_architecture(tmp_path: Path) -> None:
     state = model_state()
     state["model_name"] = "st-cnn-tps"  # θ has 32 numbers there, 6 here
-    with pytest.raises(CheckpointError, match="do not fit"):
+    with pytest.raises(CheckpointError, match=r"cannot rebuild model 'st-cnn-tps'.*size mismatch"):
         build_model(state)
+
+
+def test_a_run_folder_stands_for_its_checkpoint(tmp_path: Path) -> None:
+    save_checkpoint(model_state(), tmp_path / "checkpoint.pt")
+    assert load_checkpoint(tmp_path)["step"] == 3
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "empty" / "checkpoint.pt")):
+        (tmp_path / "empty").mkdir()
+        load_checkpoint(tmp_path / "empty")
+
+
+def test_create_model_records_every_factory_argument() -> None:
+    from stn.models.registry import model_spec
+
+    spec = model_spec(create_model("st-cnn-tps", in_shape=(1, 28, 28), target_params=30_000))
+    assert spec["name"] == "st-cnn-tps"
+    assert spec["kwargs"]["target_params"] == 30_000 and spec["kwargs"]["in_shape"] == (1, 28, 28)
+    assert spec["kwargs"]["num_classes"] == 10  # a default, recorded too: the checkpoint guesses nothing
+    rebuilt = create_model(spec["name"], **spec["kwargs"])
+    assert sum(p.numel() for p in rebuilt.parameters()) > 0 and model_spec(rebuilt) == spec

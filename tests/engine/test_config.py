@@ -14,7 +14,7 @@ def test_defaults_are_the_papers_recipe() -> None:
 
 
 def test_round_trip_through_a_dict() -> None:
-    c = TrainConfig(data="tc", model="st-fcn-tps", iterations=7, lr_milestones=[0.5], model_options={"width": 3})
+    c = TrainConfig(iterations=7, lr_milestones=[0.5], optimizer="adam", clip_grad_norm=1.5)
     assert TrainConfig.from_dict(c.to_dict()) == c
     assert c.to_dict()["lr_milestones"] == [0.5]
 
@@ -30,8 +30,15 @@ def test_unknown_fields_are_named() -> None:
         ("epochs", 0, "epochs"),
         ("iterations", -3, "iterations"),
         ("batch_size", 2.5, "batch_size"),
-        ("num_train", 0, "num_train"),
+        ("num_workers", -1, "num_workers"),
         ("lr", 0.0, "lr"),
+        ("lr", float("nan"), "lr must be a finite number > 0"),
+        ("lr", float("inf"), "lr"),
+        ("weight_decay", -0.1, "weight_decay"),
+        ("localization_lr_scale", float("nan"), "localization_lr_scale"),
+        ("clip_grad_norm", 0.0, "clip_grad_norm"),
+        ("lr_gamma", 2.0, "lr_gamma"),
+        ("optimizer", "lbfgs", "optimizer"),
         ("momentum", 1.0, "momentum"),
         ("lr_milestones", (0.5, 1.5), "lr_milestones"),
         ("theta_samples", -1, "theta_samples"),
@@ -48,3 +55,30 @@ def test_differences_ignore_what_a_resume_may_change() -> None:
     assert a.differences(b) == {"seed": (0, 2)}
     assert {"epochs", "device"} <= RESUMABLE_FIELDS
     assert "epochs" in a.differences(b, ignore=frozenset())
+
+
+def test_presets_override_the_defaults_and_expose_their_values() -> None:
+    from stn.engine.config import Preset
+
+    quick = Preset("short", {"iterations": 100, "lr": 0.03}, {"num_test": 500})
+    assert quick.config().lr == 0.03 and quick.config(lr=None, batch_size=8).batch_size == 8
+    assert (quick.lr, quick.num_test, quick.momentum) == (0.03, 500, 0.9)
+    with pytest.raises(ValueError, match="lr"):
+        Preset("bad", {"lr": -1.0}).config()
+
+
+def test_the_command_line_and_the_config_share_one_rule() -> None:
+    import argparse
+
+    from stn.engine.options import RULES, option_type
+
+    for name in ("lr", "momentum", "weight_decay", "localization_lr_scale", "clip_grad_norm"):
+        parse = option_type(name)
+        for text in ("nan", "inf", "-inf", "-1"):
+            with pytest.raises(
+                argparse.ArgumentTypeError,
+                match=RULES[name][2].replace("(", r"\(").replace(")", r"\)").replace("[", r"\["),
+            ):
+                parse(text)
+            with pytest.raises(ValueError, match=name):
+                TrainConfig(**{name: float(text)})

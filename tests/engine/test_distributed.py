@@ -11,22 +11,15 @@ import torch.multiprocessing as mp
 
 from stn.engine.config import TrainConfig
 from stn.engine.distributed import DistContext, all_reduce_sum, any_process, init_distributed
-from stn.engine.trainer import Trainer
+from stn.experiments.table1 import make_trainer
 
 
-def config(data_dir: Path) -> TrainConfig:
-    return TrainConfig(
-        data="r",
-        model="st-fcn-aff",
-        epochs=2,
-        batch_size=16,
-        num_train=64,
-        num_test=32,
-        data_dir=str(data_dir),
-        device="cpu",
-        model_options={"target_params": 40_000},
-        theta_samples=2,
-    )
+def trainer(data_dir: Path, run_dir: Path):
+    config = TrainConfig(epochs=2, batch_size=16, device="cpu", theta_samples=2)
+    return make_trainer(
+        "r", "st-fcn-aff", config, run_dir, model_options={"target_params": 40_000}, num_train=64, num_test=32,
+        data_dir=str(data_dir), progress=False, figures=False,
+    )  # fmt: skip
 
 
 def _worker(rank: int, world: int, port: int, data_dir: Path, out: Path) -> None:
@@ -34,9 +27,9 @@ def _worker(rank: int, world: int, port: int, data_dir: Path, out: Path) -> None
         RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)
     )
     torch.set_num_threads(1)
-    trainer = Trainer(config(data_dir), out / "run", progress=False, figures=False)
-    result = trainer.fit()
-    torch.save({"weights": trainer.model.state_dict(), "result": result.summary}, out / f"rank{rank}.pt")
+    run = trainer(data_dir, out / "run")
+    result = run.fit()
+    torch.save({"weights": run.model.state_dict(), "result": result.summary}, out / f"rank{rank}.pt")
 
 
 def free_port() -> int:
@@ -61,7 +54,7 @@ def test_two_processes_end_with_identical_weights(tiny_mnist: Path, tmp_path: Pa
     assert rank0["result"]["test_error"] == rank1["result"]["test_error"]  # evaluation is combined across ranks
     assert (tmp_path / "run" / "checkpoint.pt").is_file()  # written by rank 0
 
-    single = Trainer(config(tiny_mnist), tmp_path / "single", progress=False, figures=False)
+    single = trainer(tiny_mnist, tmp_path / "single")
     single.fit()  # the same global batches in one process: the same weights up to rounding
     for key, value in single.model.state_dict().items():
         torch.testing.assert_close(rank0["weights"][key], value, atol=1e-5, rtol=1e-4)

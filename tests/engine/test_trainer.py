@@ -15,23 +15,30 @@ import stn
 from stn.engine.checkpoint import CheckpointError, load_checkpoint
 from stn.engine.config import TrainConfig
 from stn.engine.metrics import read_jsonl
-from stn.engine.trainer import Trainer, apply_lr_schedule, learning_rate, make_sgd, scheduled_step, train
+from stn.engine.trainer import Trainer, apply_lr_schedule, learning_rate, make_sgd, scheduled_step
+from stn.experiments.table1 import make_trainer
 
 
-def tiny_config(data_dir: Path, **overrides) -> TrainConfig:
-    values = dict(
-        data="r",
-        model="st-fcn-aff",
-        epochs=2,
-        batch_size=16,
-        num_train=48,
-        num_test=32,
-        data_dir=str(data_dir),
-        device="cpu",
-        model_options={"target_params": 40_000},
-        theta_samples=4,
-    )
-    return TrainConfig(**{**values, **overrides})
+def tiny_config(**overrides) -> TrainConfig:
+    return TrainConfig(**{"epochs": 2, "batch_size": 16, "device": "cpu", "theta_samples": 4, **overrides})
+
+
+def train(
+    config: TrainConfig,
+    run_dir: Path,
+    data_dir: Path,
+    *,
+    model: str = "st-fcn-aff",
+    variant: str = "r",
+    resume: bool = False,
+    figures: bool = False,
+    **options,
+):
+    """A small distorted-MNIST run (48 training, 32 test digits) of ``model``."""
+    return make_trainer(
+        variant, model, config, run_dir, model_options={"target_params": 40_000, **options}, num_train=48,
+        num_test=32, data_dir=str(data_dir), resume=resume, progress=False, figures=figures,
+    )  # fmt: skip
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
@@ -71,7 +78,7 @@ def test_a_scheduled_step_descends_on_fresh_gradients_at_the_steps_rate() -> Non
 
 
 def test_a_run_writes_checkpoint_metrics_summary_and_figures(tiny_mnist: Path, tmp_path: Path) -> None:
-    result = train(tiny_config(tiny_mnist), tmp_path / "run", progress=False)
+    result = train(tiny_config(), tmp_path / "run", tiny_mnist, figures=True).fit()
     assert result.finished and result.step == result.total_steps == 6
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [1, 2]
@@ -99,8 +106,7 @@ def test_a_run_writes_checkpoint_metrics_summary_and_figures(tiny_mnist: Path, t
 
 
 def test_iterations_override_epochs_and_may_end_mid_epoch(tiny_mnist: Path, tmp_path: Path) -> None:
-    config = tiny_config(tiny_mnist, model="fcn", iterations=5, epochs=50)
-    result = train(config, tmp_path / "run", progress=False, figures=False)
+    result = train(tiny_config(iterations=5, epochs=50), tmp_path / "run", tiny_mnist, model="fcn").fit()
     assert result.step == 5
     assert [r["step"] for r in read_jsonl(tmp_path / "run" / "metrics.jsonl")] == [3, 5]
 
@@ -108,18 +114,22 @@ def test_iterations_override_epochs_and_may_end_mid_epoch(tiny_mnist: Path, tmp_
 @pytest.fixture(scope="module")
 def straight_run(tiny_mnist: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, Path]:
     """A 3-epoch run (9 steps) trained without interruption."""
-    config = tiny_config(tiny_mnist, epochs=3)
+    config = tiny_config(epochs=3)
     out = tmp_path_factory.mktemp("straight") / "run"
-    train(config, out, progress=False, figures=False)
+    train(config, out, tiny_mnist).fit()
     return config, out
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_then_resume_reaches_the_same_weights(
-    straight_run: tuple[TrainConfig, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, signum: int
+    straight_run: tuple[TrainConfig, Path],
+    tiny_mnist: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    signum: int,
 ) -> None:
     config, straight = straight_run
-    original = Trainer._train_step
+    original = Trainer.train_step
 
     def step_then_signal(self: Trainer, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = original(self, x, y)
@@ -127,14 +137,14 @@ def test_interrupt_then_resume_reaches_the_same_weights(
             os.kill(os.getpid(), signum)
         return out
 
-    monkeypatch.setattr(Trainer, "_train_step", step_then_signal)
-    stopped = train(config, tmp_path / "resumed", progress=False, figures=False)
+    monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    stopped = train(config, tmp_path / "resumed", tiny_mnist).fit()
     assert stopped.status == "interrupted" and stopped.signal == signum and stopped.step == 4
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 4
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
     monkeypatch.undo()
 
-    finished = train(config, tmp_path / "resumed", resume=True, progress=False, figures=False)
+    finished = train(config, tmp_path / "resumed", tiny_mnist, resume=True).fit()
     assert finished.finished and finished.step == 9
     expected, resumed = weights(straight), weights(tmp_path / "resumed")
     assert expected.keys() == resumed.keys()
@@ -148,61 +158,68 @@ def test_interrupt_then_resume_reaches_the_same_weights(
 
 
 def test_seed_decides_the_weights(tiny_mnist: Path, tmp_path: Path) -> None:
-    config = tiny_config(tiny_mnist, model="fcn", epochs=1)
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        train(TrainConfig(**{**config.to_dict(), "seed": seed}), tmp_path / name, progress=False, figures=False)
+        train(tiny_config(epochs=1, seed=seed), tmp_path / name, tiny_mnist, model="fcn").fit()
     a, b, c = (weights(tmp_path / n) for n in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_channels_last_changes_the_layout_not_the_training(tiny_mnist: Path, tmp_path: Path) -> None:
-    config = tiny_config(tiny_mnist, model="st-cnn-aff", epochs=1)
-    trainer = Trainer(config, tmp_path / "nhwc", progress=False, figures=False)
+    config = tiny_config(epochs=1)
+    trainer = train(config, tmp_path / "nhwc", tiny_mnist, model="st-cnn-aff")
     conv = next(m for m in trainer.model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last) and not conv.weight.is_contiguous()
     trainer.fit()
-    train(TrainConfig(**{**config.to_dict(), "channels_last": False}), tmp_path / "nchw", progress=False, figures=False)
+    train(config.replace(channels_last=False), tmp_path / "nchw", tiny_mnist, model="st-cnn-aff").fit()
     nhwc, nchw = weights(tmp_path / "nhwc"), weights(tmp_path / "nchw")
     for key in nchw:
         torch.testing.assert_close(nhwc[key], nchw[key], rtol=1e-4, atol=1e-5, msg=key)
 
 
 def test_an_existing_run_is_not_overwritten_and_resume_checks_the_config(tiny_mnist: Path, tmp_path: Path) -> None:
-    config = tiny_config(tiny_mnist, model="fcn", epochs=1)
-    train(config, tmp_path / "run", progress=False, figures=False)
+    config = tiny_config(epochs=1)
+    run = tmp_path / "run"
+    train(config, run, tiny_mnist, model="fcn").fit()
     with pytest.raises(FileExistsError, match="--resume"):
-        train(config, tmp_path / "run", progress=False)
+        train(config, run, tiny_mnist, model="fcn")
     with pytest.raises(CheckpointError, match="batch_size"):
-        train(TrainConfig(**{**config.to_dict(), "batch_size": 8}), tmp_path / "run", resume=True, progress=False)
-    longer = train(
-        TrainConfig(**{**config.to_dict(), "epochs": 2}), tmp_path / "run", resume=True, progress=False, figures=False
-    )  # a finished run may be extended
-    assert longer.step == 6
+        train(config.replace(batch_size=8), run, tiny_mnist, model="fcn", resume=True)
+    with pytest.raises(CheckpointError, match=r"lr: checkpoint 0\.01, now 0\.02"):
+        train(config.replace(lr=0.02), run, tiny_mnist, model="fcn", resume=True)
+    with pytest.raises(CheckpointError, match="model"):
+        train(config, run, tiny_mnist, model="cnn", resume=True)
+    with pytest.raises(CheckpointError, match="model"):  # the same name with other arguments
+        train(config, run, tiny_mnist, model="fcn", resume=True, target_params=30_000)
+    with pytest.raises(CheckpointError, match=r"data\.variant"):
+        train(config, run, tiny_mnist, model="fcn", variant="rts", resume=True)
+    longer = train(config.replace(epochs=2), run, tiny_mnist, model="fcn", resume=True).fit()
+    assert longer.step == 6  # a finished run may be extended
 
 
 def test_resume_from_a_corrupt_checkpoint_fails_clearly(tiny_mnist: Path, tmp_path: Path) -> None:
-    config = tiny_config(tiny_mnist, model="fcn", epochs=1)
-    train(config, tmp_path / "run", progress=False, figures=False)
+    config = tiny_config(epochs=1)
+    train(config, tmp_path / "run", tiny_mnist, model="fcn").fit()
     path = tmp_path / "run" / "checkpoint.pt"
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="corrupt"):
-        train(config, tmp_path / "run", resume=True, progress=False)
+        train(config, tmp_path / "run", tiny_mnist, model="fcn", resume=True)
 
 
 @pytest.mark.parametrize(
-    ("overrides", "error", "match"),
+    ("overrides", "options", "error", "match"),
     [
-        ({"batch_size": 128}, ValueError, "exceeds"),
-        ({"amp": True}, ValueError, "CUDA"),
-        ({"data": "mnist"}, KeyError, "rts"),
-        ({"model": "resnet"}, KeyError, "st-cnn-aff"),
-        ({"model": "fcn", "model_options": {"num_classes": 5}}, ValueError, "logits"),
+        ({"batch_size": 128}, {}, ValueError, "exceeds"),
+        ({"amp": True}, {}, ValueError, "CUDA"),
+        ({}, {"variant": "mnist"}, KeyError, "rts"),
+        ({}, {"model": "resnet"}, KeyError, "st-cnn-aff"),
     ],
 )
 def test_bad_settings_fail_before_training(
-    tiny_mnist: Path, tmp_path: Path, overrides: dict, error: type, match: str
+    tiny_mnist: Path, tmp_path: Path, overrides: dict, options: dict, error: type, match: str
 ) -> None:
+    model = options.pop("model", "fcn")
+    variant = options.pop("variant", "r")
     with pytest.raises(error, match=match):
-        Trainer(tiny_config(tiny_mnist, **overrides), tmp_path / "run")
-    assert not (tmp_path / "run").exists()
+        train(tiny_config(**overrides), tmp_path / "run", tiny_mnist, model=model, variant=variant, **options)
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()

@@ -62,7 +62,7 @@ def test_quick_run_end_to_end_writes_table_results_and_figures(
     assert (out / "transformers-2xst-fcn-aff.png").stat().st_size > 1000  # inputs and the 4 output channels
     assert not (out / "transformers-fcn.png").exists()  # no transformer to draw
     assert (tmp_path / "runs" / "fcn" / "checkpoint.pt").is_file()
-    assert json.loads((tmp_path / "runs" / "fcn" / "config.json").read_text())["lr"] == 0.05
+    assert json.loads((tmp_path / "runs" / "fcn" / "config.json").read_text())["config"]["lr"] == 0.05
     assert record["lr"] == 0.05 and "learning rate 0.05" in table
     capsys.readouterr()
     assert addition.run(_args(tiny_mnist, tmp_path, "fcn")) == 0  # finished runs are skipped

@@ -61,7 +61,7 @@ def _download(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from stn.cli import COMMANDS
-    from stn.cli._options import positive_int
+    from stn.engine.options import positive_int
     from stn.data import VARIANTS
 
     data = subparsers.add_parser(

@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="experiment", required=True)
+    sub = parser.add_subparsers(dest="experiment", required=True, metavar="{" + ",".join(experiments.names()) + "}")
     for name in experiments.names():
         try:
             module = experiments.load(name)

@@ -1,12 +1,12 @@
-"""``stn train``: train one model on one distorted-MNIST variant (see :mod:`stn.engine.trainer`)."""
+"""``stn train``: train one model on one distorted-MNIST variant with the training engine (see
+:mod:`stn.engine.trainer`; the run is :func:`stn.experiments.table1.make_trainer`)."""
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from stn.cli._options import add_data_options, add_device_option, positive_int
+from stn.engine.options import add_data_options, add_training_options, option_type, positive_int
 
 _EXAMPLES = """examples:
   stn train --data rts --model st-cnn-aff --epochs 10
@@ -20,44 +20,34 @@ Ctrl-C / SIGTERM), metrics.jsonl (one line per epoch, with θ diagnostics), summ
 metrics.csv and the figures curves.png and transformations.png when training finishes.
 """
 
-# option dest -> TrainConfig field; options left out keep the checkpoint's value (--resume) or the default.
-_FIELDS = {
-    "data": "data",
-    "model": "model",
-    "epochs": "epochs",
-    "iterations": "iterations",
-    "batch_size": "batch_size",
-    "lr": "lr",
-    "momentum": "momentum",
-    "weight_decay": "weight_decay",
-    "loc_lr_scale": "localization_lr_scale",
-    "seed": "seed",
-    "num_train": "num_train",
-    "num_test": "num_test",
-    "data_dir": "data_dir",
-    "download": "download",
-    "device": "device",
-    "amp": "amp",
-    "channels_last": "channels_last",
-    "tensorboard": "tensorboard",
-}
+# What the model is built with besides what the data decides (in_shape, num_classes).
+_DATA_DECIDES = ("in_shape", "num_classes")
 
 
-def _config(args: argparse.Namespace):
-    import json
-
+def _run(args: argparse.Namespace) -> tuple[dict, str, dict, object]:
+    """``(data spec, model name, model options, TrainConfig)`` from the options, completed by the run folder's
+    ``config.json`` with ``--resume``."""
     from stn.engine.config import TrainConfig
+    from stn.engine.trainer import read_run_config
 
-    given = {field: getattr(args, dest) for dest, field in _FIELDS.items() if getattr(args, dest, None) is not None}
-    if hasattr(args, "target_params"):
-        given["model_options"] = {"target_params": args.target_params}
-    saved = Path(args.out or "") / "config.json"
-    if args.resume and args.out and saved.is_file():
-        return TrainConfig.from_dict({**json.loads(saved.read_text()), **given})
-    missing = [f"--{k}" for k in ("data", "model") if k not in given]
+    given = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
+    options = {} if args.target_params is None else {"target_params": args.target_params}
+    if args.resume and args.out and (Path(args.out) / "config.json").exists():
+        saved = read_run_config(args.out)
+        data, model = dict(saved["data"]), saved["model"]
+        for key, value in (("variant", args.data), ("num_train", args.num_train), ("num_test", args.num_test)):
+            if value is not None:
+                data[key] = value
+        if args.data_dir is not None:
+            data["root"] = args.data_dir
+        saved_options = {k: v for k, v in model["kwargs"].items() if k not in _DATA_DECIDES}
+        name = args.model or model["name"]
+        return data, name, {**saved_options, **options}, TrainConfig.from_dict(saved["config"]).replace(**given)
+    missing = [f"--{k}" for k in ("data", "model") if getattr(args, k) is None]
     if missing:
         raise ValueError(f"{' and '.join(missing)} required (unless --resume finds the run in --out)")
-    return TrainConfig(**given)
+    data = {"variant": args.data, "num_train": args.num_train, "num_test": args.num_test, "root": args.data_dir}
+    return data, args.model, options, TrainConfig().replace(**given)
 
 
 def _paper_error(model: str, data: str) -> str:
@@ -68,24 +58,34 @@ def _paper_error(model: str, data: str) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from stn.engine.checkpoint import CheckpointError
-    from stn.engine.trainer import train
+    from stn.experiments.table1 import make_trainer
 
-    try:
-        config = _config(args)
-        out = Path(args.out or f"runs/{config.data}-{config.model}-seed{config.seed}")
-        result = train(config, out, resume=args.resume, progress=not args.quiet, figures=not args.no_figures)
-    except (CheckpointError, FileExistsError, FileNotFoundError, ImportError, KeyError, TypeError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    data, model, options, config = _run(args)
+    variant = data["variant"]
+    out = Path(args.out or f"runs/{variant}-{model}-seed{config.seed}")
+    trainer = make_trainer(
+        variant,
+        model,
+        config,
+        out,
+        model_options=options,
+        num_train=data.get("num_train"),
+        num_test=data.get("num_test"),
+        data_dir=data.get("root"),
+        download=args.download,
+        resume=args.resume,
+        progress=not args.quiet,
+        figures=not args.no_figures,
+    )
+    result = trainer.fit()
     if not result.finished:
         return 128 + (result.signal or 0)
     if not result.is_main:
         return 0
     s = result.summary
     print(
-        f"{config.model} on {config.data} ({s['source']}, {s['train_samples']} training digits): test error "
-        f"{100 * s['test_error']:.2f}%{_paper_error(config.model, config.data)} after {s['steps']} steps, "
+        f"{model} on {variant} ({s['source']}, {s['train_samples']} training digits): test error "
+        f"{100 * s['test_error']:.2f}%{_paper_error(model, variant)} after {s['steps']} steps, "
         f"{s['time_s'] / 60:.1f} min; results in {out}"
     )
     return 0
@@ -93,6 +93,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from stn.data import VARIANTS
+    from stn.engine.config import TrainConfig
     from stn.experiments.table1 import MODELS as TABLE1_MODELS
     from stn.models import list_models
 
@@ -104,7 +105,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fixed test set, a checkpoint every epoch.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        argument_default=argparse.SUPPRESS,
     )
     p.add_argument("--data", type=str.lower, choices=VARIANTS, help="distorted-MNIST variant")
     p.add_argument(
@@ -115,18 +115,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help=f"the Table 1 models {', '.join(TABLE1_MODELS)}, or another registered model that takes in_shape "
         "and num_classes (stn.models.list_models())",
     )
-    p.add_argument("--epochs", type=positive_int, help="passes over the training set (default 10)")
-    p.add_argument("--iterations", type=positive_int, help="total SGD steps (overrides --epochs)")
-    p.add_argument("--batch-size", type=positive_int, help="global batch size (default 256)")
-    p.add_argument("--lr", type=float, help="base learning rate (default 0.01)")
-    p.add_argument("--momentum", type=float, help="SGD momentum (default 0.9; 0 = plain SGD)")
-    p.add_argument("--weight-decay", type=float, help="default 0")
-    p.add_argument("--loc-lr-scale", type=float, help="localisation nets' lr = lr * this (default 1)")
+    add_training_options(p, {"": TrainConfig()})
     p.add_argument("--target-params", type=positive_int, help="model size to solve widths for (default 400000)")
-    p.add_argument("--seed", type=int, help="initialisation, distortions and batch order (default 0)")
     p.add_argument("--num-train", type=positive_int, help="train on a fixed subset of N digits")
     p.add_argument("--num-test", type=positive_int, help="test on a fixed subset of N digits")
-    p.add_argument("--amp", action="store_true", help="float16 mixed precision (CUDA only)")
+    p.add_argument("--num-workers", type=option_type("num_workers"), help="data-loading processes (default 0)")
     p.add_argument(
         "--no-channels-last",
         dest="channels_last",
@@ -134,11 +127,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="keep the weights NCHW (default: channels-last, about 20%% faster convolutions on CPU)",
     )
-    p.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (pip install tensorboard)")
+    p.add_argument("--tensorboard", action="store_true", default=None, help="also log to TensorBoard")
     p.add_argument("--out", default=None, help="run folder (default runs/<data>-<model>-seed<seed>)")
-    p.add_argument("--resume", action="store_true", default=False, help="continue the run in --out")
-    p.add_argument("--quiet", action="store_true", default=False, help="no progress bar")
-    p.add_argument("--no-figures", action="store_true", default=False, help="skip the PNG figures at the end")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--no-figures", action="store_true", help="skip the PNG figures at the end")
     add_data_options(p)
-    add_device_option(p)
     p.set_defaults(func=_train)

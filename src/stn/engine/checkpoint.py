@@ -1,14 +1,28 @@
-"""Checkpoint files: written atomically (temporary file in the same folder, then ``os.replace``) and checked on
+"""Checkpoint files: one format for every run, written atomically (:func:`stn.io.atomic_path`) and checked on
 load, so that a crash never leaves half a checkpoint and a wrong file fails with a clear message.
 
-A checkpoint is a dict with ``format``, ``version``, ``config`` (a :class:`TrainConfig` dict), ``model_name``,
-``model_kwargs`` (enough to rebuild the model with :func:`stn.models.create_model`), ``model`` (state dict) and
-the training state (``optimizer``, ``step``, ``history``...).
+A checkpoint (format version 2) is a dict with
+
+* ``format``, ``version``;
+* ``model_name``, ``model_kwargs``: every argument of the :func:`stn.models.create_model` call that built the
+  model, defaults included (so :func:`build_model` guesses nothing), and ``model`` (its state dict);
+* ``input_shape``: the shape of one input sample, ``(C, H, W)`` or ``(C, D, H, W)``;
+* ``task``: the :class:`~stn.engine.tasks.Task` spec; ``data``: the data spec an experiment recorded (what
+  ``stn eval`` rebuilds the test set from; ``{}`` for a user's own data); ``config``: the
+  :class:`~stn.engine.config.TrainConfig`;
+* the training state: ``optimizer``, ``scaler``, ``step``, ``total_steps``, ``history`` (one record per epoch),
+  ``callbacks`` (their state, e.g. the θ history), ``rng`` (CPU and CUDA generator states), ``finished``.
 
 Example:
-    >>> model, checkpoint = load_model("runs/rts-st-cnn-aff/checkpoint.pt")  # doctest: +SKIP
-    >>> checkpoint["step"], checkpoint["config"]["data"]  # doctest: +SKIP
-    (2340, 'rts')
+    >>> import tempfile
+    >>> from stn.models import create_model
+    >>> path = Path(tempfile.mkdtemp()) / "checkpoint.pt"
+    >>> model = create_model("cnn", in_shape=(1, 28, 28))
+    >>> _ = save_checkpoint({"model_name": "cnn", "model_kwargs": {"in_shape": (1, 28, 28)},
+    ...                      "model": model.state_dict(), "step": 0}, path)
+    >>> rebuilt, checkpoint = load_model(path.parent)  # a run folder works too
+    >>> checkpoint["step"], type(rebuilt).__name__
+    (0, 'DigitClassifier')
 """
 
 from __future__ import annotations
@@ -20,38 +34,52 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["FORMAT", "VERSION", "CheckpointError", "build_model", "load_checkpoint", "load_model", "save_checkpoint"]
+from stn.io import atomic_path
 
+__all__ = [
+    "CHECKPOINT_FILE",
+    "FORMAT",
+    "VERSION",
+    "CheckpointError",
+    "build_model",
+    "checkpoint_path",
+    "load_checkpoint",
+    "load_model",
+    "save_checkpoint",
+]
+
+CHECKPOINT_FILE = "checkpoint.pt"
 FORMAT = "stn-checkpoint"
-VERSION = 1
-_REQUIRED = ("config", "model_name", "model_kwargs", "model", "step")
+VERSION = 2
+_REQUIRED = ("model_name", "model_kwargs", "model", "step")
 
 
 class CheckpointError(ValueError):
     """A checkpoint file that is corrupt, not an ``stn`` checkpoint, or incompatible with the request."""
 
 
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """``path`` itself, or ``path/checkpoint.pt`` when ``path`` is a run folder."""
+    path = Path(path)
+    return path / CHECKPOINT_FILE if path.is_dir() else path
+
+
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> Path:
     """Write ``state`` (plus ``format`` / ``version``) to ``path`` atomically; returns the path."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         torch.save({"format": FORMAT, "version": VERSION, **state}, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and check a checkpoint written by :func:`save_checkpoint`.
+    """Read and check a checkpoint written by :func:`save_checkpoint` (``path``: the file or its run folder).
 
     Raises:
-        FileNotFoundError: no file at ``path``.
+        FileNotFoundError: no checkpoint at ``path``.
         CheckpointError: unreadable (truncated, corrupt), not an ``stn`` checkpoint, or of another version.
     """
-    path = Path(path)
+    path = checkpoint_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
@@ -61,7 +89,10 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not an stn training checkpoint (expected format {FORMAT!r})")
     if state.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {state.get('version')!r}; this stn reads {VERSION}")
+        raise CheckpointError(
+            f"{path} has checkpoint version {state.get('version')!r}; this stn reads version {VERSION} "
+            "(retrain the model, or load the old file with the stn version that wrote it)"
+        )
     missing = [k for k in _REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"checkpoint {path} lacks {', '.join(missing)}")
@@ -69,27 +100,25 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 
 def build_model(checkpoint: dict[str, Any]) -> nn.Module:
-    """The checkpoint's model, rebuilt by name and loaded with its weights.
+    """The checkpoint's model, rebuilt by name with its recorded arguments and loaded with its weights.
 
     Raises:
-        CheckpointError: the weights do not fit the model (e.g. another version of the architecture).
+        CheckpointError: the model cannot be built, or the weights do not fit it.
     """
     from stn.models import create_model
 
-    kwargs = dict(checkpoint["model_kwargs"])
-    kwargs["in_shape"] = tuple(kwargs["in_shape"])
-    model = create_model(checkpoint["model_name"], **kwargs)
+    name, kwargs = checkpoint["model_name"], checkpoint["model_kwargs"]
     try:
+        model = create_model(name, **kwargs)
         model.load_state_dict(checkpoint["model"])
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"the checkpoint's weights do not fit model {checkpoint['model_name']!r} built with {kwargs}: {err}"
-        ) from err
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        reason = " ".join(str(err).split())  # torch's multi-line messages, on one line
+        raise CheckpointError(f"cannot rebuild model {name!r} with {kwargs} from the checkpoint: {reason}") from err
     return model
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """``(model in eval mode on device, checkpoint dict)`` from a checkpoint file."""
+    """``(model in eval mode on device, checkpoint dict)`` from a checkpoint file or run folder."""
     checkpoint = load_checkpoint(path)
     model = build_model(checkpoint).to(device).eval()
     return model, checkpoint

@@ -1,15 +1,22 @@
-"""The training configuration: one dataclass, saved with every checkpoint and run.
+"""The training recipe: one dataclass, saved with every checkpoint and run, and the presets (budgets) built on it.
 
 The defaults are the paper's recipe for distorted MNIST (section 4.1): SGD, batch 256, base learning rate 0.01
 divided by 10 at fixed fractions of training (the paper: every 50k of 150k iterations, i.e. at 1/3 and 2/3),
-cross-entropy, no weight decay, and the localisation net at the same learning rate as the rest. Momentum 0.9 is
-not stated in the paper; it is our choice (the usual SGD setting of the paper's Torch code base, and it makes the
-short CPU budgets converge); ``momentum=0`` gives plain SGD.
+no weight decay, and the localisation net at the same learning rate as the rest. Momentum 0.9 is not stated in
+the paper; it is our choice (the usual SGD setting of the paper's Torch code base, and it makes the short CPU
+budgets converge); ``momentum=0`` gives plain SGD.
+
+The config says *how* to train; *what* is trained (the model, the data, the task) is given to the
+:class:`~stn.engine.trainer.Trainer` separately. An experiment's budgets are :class:`Preset` s: named
+overrides of these defaults plus the options of its data.
 
 Example:
-    >>> config = TrainConfig(data="rts", model="st-cnn-aff", iterations=1000)
+    >>> config = TrainConfig(iterations=1000)
     >>> config.lr, config.batch_size
     (0.01, 256)
+    >>> QUICK = Preset("1,000 steps at lr 0.03", {"iterations": 1000, "lr": 0.03})
+    >>> QUICK.config(batch_size=64).lr
+    0.03
 """
 
 from __future__ import annotations
@@ -18,85 +25,79 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["RESUMABLE_FIELDS", "TEST_SEED", "TrainConfig"]
+from stn.engine.options import RULES, check
+
+__all__ = ["RESUMABLE_FIELDS", "TEST_SEED", "Preset", "TrainConfig"]
 
 # The distortions of the test set never change: every run, model and seed is scored on the same digits.
 TEST_SEED = 0
 # Fields a resumed run may change; every other field must match the checkpoint's.
 RESUMABLE_FIELDS = frozenset(
-    {"epochs", "iterations", "device", "data_dir", "download", "tensorboard", "eval_batch_size", "channels_last"}
+    {"epochs", "iterations", "device", "tensorboard", "eval_batch_size", "channels_last", "num_workers"}
 )
+_OPTIMIZERS = ("sgd", "adam")
+_OPTIONAL = ("iterations", "clip_grad_norm")  # None means "not set"
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run.
+    """Everything that defines how a run trains.
 
     Attributes:
-        data: distorted-MNIST variant (see ``stn.data.VARIANTS``).
-        model: registered model name (see ``stn.models.list_models()``).
-        model_options: extra keyword arguments of the model factory (e.g. ``target_params``).
-        epochs: passes over the training set, each with fresh distortions (ignored when ``iterations`` is set).
-        iterations: total SGD steps; overrides ``epochs`` (the last epoch may then be partial).
+        epochs: passes over the training set (ignored when ``iterations`` is set).
+        iterations: total optimiser steps; overrides ``epochs`` (the last epoch may then be partial).
         batch_size: global batch size (split evenly across data-parallel processes).
-        lr: base learning rate. momentum, weight_decay: of SGD.
+        optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``.
+        lr: base learning rate. momentum, weight_decay: of the optimiser.
         lr_milestones: fractions of training at which the learning rate is multiplied by ``lr_gamma``.
         localization_lr_scale: the localisation nets' learning rate is ``lr * localization_lr_scale``.
-        seed: model initialisation, training distortions and batch order.
-        num_train, num_test: use a fixed subset of N digits of each split (None: all).
-        data_dir: where MNIST is looked for (None: the data layer's default search). download: fetch if missing.
+        clip_grad_norm: clip the gradients' global norm to this (None: no clipping).
+        seed: model initialisation (when the experiment builds it under the seed), data order, augmentation.
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         amp: float16 mixed precision (CUDA only).
         channels_last: keep the weights of 2-D models channels-last (NHWC); oneDNN's convolutions are about 20%
             faster so on CPU. Speed only: a run may be resumed with the other setting.
-        theta_samples: test digits whose θ are kept every epoch (for the training animation).
+        theta_samples: evaluation samples whose θ are kept every epoch (for the training animation).
         tensorboard: also log to TensorBoard (needs the ``tensorboard`` package).
         eval_batch_size: batch size of evaluation.
+        num_workers: data-loading processes for map-style datasets (0: in the training process).
     """
 
-    data: str = "rts"
-    model: str = "st-cnn-aff"
-    model_options: dict[str, Any] = field(default_factory=dict)
     epochs: int = 10
     iterations: int | None = None
     batch_size: int = 256
+    optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
     lr_milestones: tuple[float, ...] = (1 / 3, 2 / 3)
     lr_gamma: float = 0.1
     localization_lr_scale: float = 1.0
+    clip_grad_norm: float | None = None
     seed: int = 0
-    num_train: int | None = None
-    num_test: int | None = None
-    data_dir: str | None = None
-    download: bool = False
     device: str = "auto"
     amp: bool = False
     channels_last: bool = True
     theta_samples: int = 16
     tensorboard: bool = False
     eval_batch_size: int = 1000
+    num_workers: int = 0
 
     def __post_init__(self) -> None:
-        self.lr_milestones = tuple(float(m) for m in self.lr_milestones)
-        positive = {"epochs": self.epochs, "batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size}
-        positive |= {
-            k: v
-            for k, v in (("iterations", self.iterations), ("num_train", self.num_train), ("num_test", self.num_test))
-            if v is not None
-        }
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be positive, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if any(not 0 < m < 1 for m in self.lr_milestones):
-            raise ValueError(f"lr_milestones must be fractions of training in (0, 1), got {self.lr_milestones}")
-        if self.theta_samples < 0:
-            raise ValueError(f"theta_samples must be >= 0, got {self.theta_samples}")
+        if not isinstance(self.lr_milestones, (list, tuple)):
+            raise ValueError(f"lr_milestones must be a sequence of fractions, got {self.lr_milestones!r}")
+        try:
+            self.lr_milestones = tuple(check("lr_milestone", m) for m in self.lr_milestones)
+        except ValueError:
+            raise ValueError(
+                f"lr_milestones must be fractions of training in (0, 1), got {self.lr_milestones}"
+            ) from None
+        for name in RULES.keys() & {f.name for f in dataclasses.fields(self)}:
+            value = getattr(self, name)
+            if value is not None or name not in _OPTIONAL:
+                setattr(self, name, check(name, value))
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""
@@ -113,7 +114,39 @@ class TrainConfig:
             raise KeyError(f"unknown TrainConfig fields: {', '.join(unknown)}")
         return cls(**values)
 
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` (``None`` values are ignored: "not given on the command line")."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
     def differences(self, other: TrainConfig, ignore: frozenset[str] = RESUMABLE_FIELDS) -> dict[str, tuple]:
         """``{field: (self's value, other's value)}`` for fields that differ, except ``ignore``."""
         mine, theirs = self.to_dict(), other.to_dict()
         return {k: (mine[k], theirs[k]) for k in mine if k not in ignore and mine[k] != theirs[k]}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named budget of an experiment: overrides of :class:`TrainConfig` plus options of the experiment's data.
+
+    Attributes:
+        description: one line for ``--help``.
+        train: :class:`TrainConfig` fields that differ from the defaults.
+        data: the experiment's data options (sample counts, splits...).
+    """
+
+    description: str
+    train: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def config(self, **overrides: Any) -> TrainConfig:
+        """The preset's :class:`TrainConfig` with ``overrides`` (``None`` values ignored)."""
+        return TrainConfig(**self.train).replace(**overrides)
+
+    def __getattr__(self, name: str) -> Any:
+        """A setting of the preset: ``preset.lr`` is ``preset.config().lr``, ``preset.num_test`` is
+        ``preset.data["num_test"]``."""
+        if name.startswith("_") or name in ("description", "train", "data"):
+            raise AttributeError(name)
+        if name in self.data:
+            return self.data[name]
+        return getattr(self.config(), name)

@@ -2,9 +2,11 @@
 optional TensorBoard scalars.
 
 Example:
-    >>> log = MetricsLog("runs/demo")  # doctest: +SKIP
-    >>> log.append({"epoch": 1, "test_error": 0.012})  # doctest: +SKIP
-    >>> read_jsonl("runs/demo/metrics.jsonl")[-1]["test_error"]  # doctest: +SKIP
+    >>> import tempfile
+    >>> run = tempfile.mkdtemp()
+    >>> log = MetricsLog(run)
+    >>> log.append({"epoch": 1, "test_error": 0.012})
+    >>> read_jsonl(Path(run) / METRICS_FILE)[-1]["test_error"]
     0.012
 """
 
@@ -18,19 +20,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "format_markdown_table", "read_jsonl", "write_csv", "write_text_atomic"]
+from stn.io import write_text_atomic
+
+__all__ = ["METRICS_FILE", "MetricsLog", "format_markdown_table", "read_jsonl", "write_csv"]
 
 METRICS_FILE = "metrics.jsonl"
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:

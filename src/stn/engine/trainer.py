@@ -1,23 +1,45 @@
-"""The training loop: distorted MNIST, fresh distortions every epoch, a fixed test set, checkpoints every epoch.
+"""The training engine: one loop for every experiment and for a user's own model and data.
 
-A run lives in one folder::
+:class:`Trainer` takes a model built by :func:`stn.models.create_model`, a training and an evaluation dataset,
+a :class:`~stn.engine.tasks.Task` (loss and metrics) and a :class:`~stn.engine.config.TrainConfig` (the
+recipe); it builds neither model nor data. It runs the steps with the learning-rate schedule, gradient
+clipping, AMP (CUDA) and DistributedDataParallel under ``torchrun`` (gloo on CPU, NCCL on CUDA; every process
+trains on its share of each global batch, only rank 0 writes files), evaluates after every epoch, and keeps a
+run folder::
 
     run_dir/
-      checkpoint.pt      model, optimiser and loop state (every epoch, on Ctrl-C / SIGTERM, at the end)
-      config.json        the TrainConfig
-      metrics.jsonl      one record per epoch: losses, errors, learning rate, throughput, θ diagnostics
-      metrics.csv, summary.md, summary.json    written when training finishes
-      curves.png, transformations.png          figures, written when training finishes
+      checkpoint.pt      model, optimiser, loop state, RNG states (every epoch, on Ctrl-C / SIGTERM, at the end)
+      config.json        the recipe, the model's name and arguments, the task and the data spec
+      metrics.jsonl      one record per epoch: losses, metrics, learning rate, throughput, θ diagnostics
+      summary.json       written when training finishes (plus what the callbacks write: summary.md,
+                         metrics.csv, curves.png, transformations.png)
+      .lock              the pid of the process writing the folder (a second one fails at once)
 
-Resuming (``resume=True``) regenerates the interrupted epoch's distortions and batch order from the seed and
-continues at the saved step, so the final weights equal those of an uninterrupted run (on the CPU, where the
-arithmetic is deterministic). Under ``torchrun`` every process trains on its share of each global batch
-(DistributedDataParallel); only rank 0 writes files and shows progress.
+**Data.** A dataset with ``epoch_tensors(epoch, device) -> (inputs, targets)`` (the whole epoch at once, e.g.
+:class:`stn.data.DistortedMNIST`) is indexed directly on the device: the fast path. Any other map-style
+``torch.utils.data.Dataset`` of ``(input, target)`` pairs goes through a ``DataLoader`` (``num_workers`` from
+the config); its ``set_epoch(epoch)`` is called first when it has one (for augmentation seeded per epoch). In both
+cases epoch ``e`` visits the samples in a permutation drawn from ``(seed, e)`` alone, cut into global batches
+(the last partial batch is dropped), each process taking its slice of every batch.
+
+**Resume.** ``resume=True`` continues from the checkpoint: the epoch's order is drawn again from the seed and
+the loop restarts at the saved step with the saved RNG states, so N steps equal N/2 + resume + N/2 (exactly on
+the CPU). :func:`run_status` is the one rule for "already done / resume / refuse".
 
 Example:
-    >>> result = train(TrainConfig(data="rts", model="st-cnn-aff", iterations=500), "runs/rts-st-cnn-aff")
-    >>> result.summary["test_error"]  # doctest: +SKIP
-    0.031
+    >>> import tempfile
+    >>> import torch
+    >>> from torch.utils.data import TensorDataset
+    >>> from stn.models import create_model
+    >>> from stn.engine import ClassificationTask, TrainConfig, Trainer
+    >>> data = TensorDataset(torch.rand(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+    >>> model = create_model("st-cnn-aff", in_shape=(1, 28, 28), target_params=20_000)
+    >>> config = TrainConfig(iterations=4, batch_size=16, device="cpu")
+    >>> trainer = Trainer(model, data, data, ClassificationTask(10), config, run_dir=tempfile.mkdtemp(),
+    ...                   progress=False)
+    >>> result = trainer.fit()
+    >>> result.finished, result.step, 0 <= result.summary["test_error"] <= 1
+    (True, 4, True)
 """
 
 from __future__ import annotations
@@ -27,44 +49,49 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
-from stn.data import DistortedMNIST
 from stn.data.datasets import block_seed
-from stn.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from stn.engine.config import TEST_SEED, TrainConfig
-from stn.engine.diagnostics import capture_transformers, theta_diagnostics
+from stn.engine.callbacks import Callback, default_callbacks
+from stn.engine.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from stn.engine.config import RESUMABLE_FIELDS, TrainConfig
 from stn.engine.distributed import DistContext, all_reduce_sum, any_process, close_distributed, init_distributed
-from stn.engine.metrics import MetricsLog, format_markdown_table, write_csv, write_text_atomic
-from stn.models import create_model
-from stn.models.mnist import count_parameters
+from stn.engine.metrics import MetricsLog
+from stn.engine.tasks import Task
+from stn.io import RunLock, remove_stale_temp_files, write_text_atomic
+from stn.models.registry import model_spec
 from stn.modules import param_groups
 
 __all__ = [
-    "CHECKPOINT_FILE",
+    "CONFIG_FILE",
     "SUMMARY_FILE",
     "TrainResult",
     "Trainer",
     "apply_lr_schedule",
     "evaluate",
     "learning_rate",
+    "make_optimizer",
     "make_sgd",
+    "read_run_config",
+    "read_summary",
     "resolve_device",
+    "run_status",
     "scheduled_step",
-    "train",
 ]
 
-CHECKPOINT_FILE = "checkpoint.pt"
+CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
-_DIAGNOSTIC_BATCH = 512  # test digits whose θ statistics are logged every epoch
+# Keys of a data spec that say where the data is, not what it is: a run may be resumed or re-scored with others.
+DATA_LOCATION_KEYS = frozenset({"root", "data_dir", "download", "cache_dir"})
 _POSTFIX_EVERY = 10  # steps between progress-bar updates (each reads values back from the device)
 
 
@@ -86,11 +113,25 @@ def make_sgd(
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """The config's optimiser (SGD with momentum, or Adam) over :func:`stn.param_groups`."""
+    if config.optimizer == "adam":
+        groups = param_groups(model, config.lr, config.localization_lr_scale)
+        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
+    return make_sgd(
+        model,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        localization_lr_scale=config.localization_lr_scale,
+    )
+
+
 def learning_rate(step: int, total_steps: int, base_lr: float, milestones: tuple[float, ...], gamma: float) -> float:
     """Step schedule: ``base_lr * gamma ** k`` after ``k`` of the ``milestones`` (fractions of ``total_steps``).
 
     Example:
-        >>> [learning_rate(s, 150_000, 0.01, (1 / 3, 2 / 3), 0.1) for s in (0, 50_000, 100_000)]
+        >>> [round(learning_rate(s, 150_000, 0.01, (1 / 3, 2 / 3), 0.1), 6) for s in (0, 50_000, 100_000)]
         [0.01, 0.001, 0.0001]
     """
     passed = sum(step >= round(m * total_steps) for m in milestones)
@@ -109,14 +150,15 @@ def apply_lr_schedule(
 
     ``initial_lr`` (the key ``torch.optim.lr_scheduler`` uses) is stored on the first call, so groups built at
     different rates (:func:`make_sgd`'s localisation group) keep their ratio to the base rate. The lrs depend on
-    ``step`` alone, not on earlier calls, so a resumed run gets the same rates. ``step`` and ``total_steps`` may
-    count optimiser steps or epochs. Returns the factor.
+    ``step`` alone, not on earlier calls, so a resumed run gets the same rates. Returns the factor.
 
     Example:
+        >>> from stn.models import create_model
+        >>> model = create_model("st-cnn-aff", in_shape=(1, 28, 28), target_params=20_000)
         >>> opt = make_sgd(model, lr=0.01, momentum=0.9, weight_decay=0.0, localization_lr_scale=0.1)
         >>> apply_lr_schedule(opt, 5_000, 10_000, (0.5, 0.75))
         0.1
-        >>> [g["lr"] for g in opt.param_groups]  # doctest: +SKIP
+        >>> [round(g["lr"], 6) for g in opt.param_groups]
         [0.001, 0.0001]
     """
     factor = learning_rate(step, total_steps, 1.0, milestones, gamma)
@@ -134,13 +176,9 @@ def scheduled_step(
     *,
     gamma: float = 0.1,
 ) -> None:
-    """One optimisation step on the scalar ``loss`` at the learning rates of ``step`` (see
-    :func:`apply_lr_schedule`): set the rates, clear the gradients, backpropagate, update.
+    """One optimisation step on ``loss`` at the learning rates of ``step`` (see :func:`apply_lr_schedule`).
 
-    Example:
-        >>> for step in range(budget.iterations):
-        ...     loss = F.cross_entropy(model(x), y)
-        ...     scheduled_step(loss, optimizer, step, budget.iterations, (2 / 3,))
+    Kept for the experiments that still run their own loop (CUB, 3-D) until they move onto :class:`Trainer`.
     """
     apply_lr_schedule(optimizer, step, total_steps, milestones, gamma=gamma)
     optimizer.zero_grad(set_to_none=True)
@@ -148,37 +186,126 @@ def scheduled_step(
     optimizer.step()
 
 
+# --- data ----------------------------------------------------------------------------------------------------
+
+
+def _has_epoch_tensors(data: Any) -> bool:
+    return callable(getattr(data, "epoch_tensors", None))
+
+
+def _to(batch: Any, device: torch.device) -> Any:
+    return batch.to(device, non_blocking=True) if isinstance(batch, Tensor) else batch
+
+
+def _eval_batches(
+    data: Dataset, batch_size: int, device: torch.device, ctx: DistContext, num_workers: int = 0
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """This process's share (every ``world_size``-th sample) of ``data`` in batches, on ``device``."""
+    if _has_epoch_tensors(data):
+        inputs, targets = data.epoch_tensors(0, device)
+        mine = torch.arange(ctx.rank, len(inputs), ctx.world_size, device=inputs.device)
+        for idx in mine.split(batch_size):
+            yield inputs[idx], targets[idx]
+        return
+    share = Subset(data, range(ctx.rank, len(data), ctx.world_size))
+    for x, y in DataLoader(share, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"):
+        yield _to(x, device), _to(y, device)
+
+
 @torch.no_grad()
 def evaluate(
-    model: nn.Module, images: Tensor, labels: Tensor, batch_size: int = 1000, ctx: DistContext | None = None
-) -> tuple[float, float]:
-    """Mean cross-entropy and error rate of ``model`` on ``images (N, C, H, W)``, ``labels (N,)``.
+    model: nn.Module,
+    data: Dataset,
+    task: Task,
+    *,
+    batch_size: int = 1000,
+    device: torch.device | str | None = None,
+    ctx: DistContext | None = None,
+    num_workers: int = 0,
+) -> dict[str, float]:
+    """Every metric of ``task`` (``{"loss": ..., "error": ...}``) of ``model`` on ``data``, averaged over samples.
 
-    With a distributed ``ctx`` each process scores its share and the sums are combined.
+    ``data`` is any map-style dataset of ``(input, target)`` (or one with ``epoch_tensors``). With a distributed
+    ``ctx`` each process scores its share and the sums are combined.
+
+    Example:
+        >>> from torch.utils.data import TensorDataset
+        >>> from stn.engine.tasks import ClassificationTask
+        >>> data = TensorDataset(torch.eye(4), torch.tensor([0, 1, 2, 0]))
+        >>> evaluate(nn.Identity(), data, ClassificationTask(4))["error"]
+        0.25
     """
     ctx = ctx or DistContext()
+    device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
     was_training = model.training
     model.eval()
-    mine = torch.arange(ctx.rank, len(images), ctx.world_size, device=images.device)
-    sums = torch.zeros(3, dtype=torch.float64, device=images.device)
-    for idx in mine.split(batch_size):
-        logits = model(images[idx]).float()
-        y = labels[idx]
-        sums += torch.stack(
-            [
-                F.cross_entropy(logits, y, reduction="sum").double(),
-                (logits.argmax(1) != y).sum().double(),
-                torch.tensor(len(idx), device=sums.device),
-            ]
-        )
+    sums = torch.zeros(len(task.metrics) + 1, dtype=torch.float64, device=device)
+    for x, y in _eval_batches(data, batch_size, device, ctx, num_workers):
+        _, batch = task.evaluate(model(x), y)
+        sums += torch.cat([batch, batch.new_tensor([len(y)])])
     model.train(was_training)
-    loss, wrong, count = all_reduce_sum(sums, ctx).tolist()
-    return loss / max(count, 1), wrong / max(count, 1)
+    *totals, count = all_reduce_sum(sums, ctx).tolist()
+    return {name: total / max(count, 1) for name, total in zip(task.metrics, totals)}
+
+
+# --- the run folder ------------------------------------------------------------------------------------------
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """The ``config.json`` of a run folder: ``{"config", "model", "task", "data"}``.
+
+    Raises:
+        FileNotFoundError: no ``config.json`` there.
+        ValueError: it is damaged (the message names the file).
+    """
+    path = Path(run_dir) / CONFIG_FILE
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+        TrainConfig.from_dict(saved["config"])
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no run in {run_dir}: {path} does not exist") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{path} is damaged: not valid JSON ({err}); fix or delete it, or use another folder"
+        ) from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is damaged ({err}); fix or delete it, or use another folder") from None
+    return saved
+
+
+def _data_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple]:
+    keys = (set(saved) | set(now)) - DATA_LOCATION_KEYS
+    return {f"data.{k}": (saved.get(k), now.get(k)) for k in sorted(keys) if saved.get(k) != now.get(k)}
+
+
+def run_status(run_dir: str | Path, config: TrainConfig, data_spec: Mapping[str, Any] | None = None) -> str:
+    """The one rule for a run folder: ``"new"`` (no checkpoint), ``"done"`` (a finished run of the same recipe,
+    data and length: nothing to do) or ``"resume"`` (anything else; the :class:`Trainer` then refuses, with
+    :class:`CheckpointError`, a checkpoint made with another model, task, recipe or data).
+
+    ``config.json`` is read, so a damaged one raises ``ValueError`` naming it.
+    """
+    run_dir = Path(run_dir)
+    if not (run_dir / CHECKPOINT_FILE).is_file():
+        return "new"
+    if not (run_dir / SUMMARY_FILE).is_file():
+        return "resume"
+    saved = read_run_config(run_dir)
+    same_recipe = not TrainConfig.from_dict(saved["config"]).differences(
+        config, ignore=RESUMABLE_FIELDS - {"epochs", "iterations"}
+    )
+    same_data = data_spec is None or not _data_differences(saved.get("data", {}), data_spec)
+    return "done" if same_recipe and same_data else "resume"
+
+
+def read_summary(run_dir: str | Path) -> dict[str, Any]:
+    """The ``summary.json`` a finished run wrote."""
+    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))
 
 
 @dataclass
 class TrainResult:
-    """How :func:`train` ended: ``status`` is ``"finished"`` or ``"interrupted"`` (then ``signal`` is set)."""
+    """How :meth:`Trainer.fit` ended: ``status`` is ``"finished"`` or ``"interrupted"`` (then ``signal`` is set)."""
 
     run_dir: Path
     status: str
@@ -221,33 +348,57 @@ class _StopOnSignal:
 
 
 class Trainer:
-    """One training run (see the module docstring); most users call :func:`train`.
+    """One training run (see the module docstring).
 
     Args:
-        config: the run's :class:`TrainConfig`.
-        run_dir: its folder; must not hold another run's checkpoint unless ``resume``.
+        model: built by :func:`stn.models.create_model` (the checkpoint records its name and arguments).
+        train_data, eval_data: map-style datasets of ``(input, target)``, or sources with ``epoch_tensors``.
+        task: the loss and metrics (:mod:`stn.engine.tasks`).
+        config: the recipe.
+        callbacks: what runs besides the loop (default :func:`~stn.engine.callbacks.default_callbacks`).
+        run_dir: the run folder; must not hold another run's checkpoint unless ``resume``.
         resume: continue from ``run_dir/checkpoint.pt`` when it exists (start afresh when it does not).
+        data_spec: JSON-able description of the data (saved, compared on resume, used by ``stn eval`` to rebuild
+            the evaluation set); ``{}`` for data only the caller knows.
+        title: a name for progress lines and figures.
         progress: show a tqdm progress bar and per-epoch lines.
-        figures: write the PNG figures when training finishes.
+
+    The folder is locked (:class:`stn.io.RunLock`) from construction until :meth:`fit` returns.
 
     Raises:
+        ValueError: a model not built by ``create_model``, a batch size that does not divide over the processes
+            or exceeds the training set, or a model output the task cannot score.
         FileExistsError: ``run_dir`` holds a checkpoint and ``resume`` is false.
-        CheckpointError: the checkpoint is corrupt or was made with another configuration.
+        CheckpointError: the checkpoint is corrupt or was made with another model, task, recipe or data.
+        stn.io.RunLockedError: another process is writing ``run_dir``.
     """
 
     def __init__(
         self,
+        model: nn.Module,
+        train_data: Dataset,
+        eval_data: Dataset,
+        task: Task,
         config: TrainConfig,
-        run_dir: str | Path,
         *,
+        callbacks: Sequence[Callback] | None = None,
+        run_dir: str | Path,
         resume: bool = False,
+        data_spec: Mapping[str, Any] | None = None,
+        title: str | None = None,
         progress: bool = True,
-        figures: bool = True,
     ) -> None:
-        self.config = config
-        self.run_dir = Path(run_dir)
+        spec = model_spec(model)
+        if spec is None:
+            raise ValueError(
+                f"the Trainer needs a model built by stn.models.create_model (got a {type(model).__name__} built "
+                "otherwise), so that its checkpoint can rebuild it; register your own with @register_model"
+            )
+        self.config, self.task, self.run_dir = config, task, Path(run_dir)
+        self.model_spec = spec
+        self.data_spec = dict(data_spec or {})
+        self.title = title or spec["name"]
         self.progress = progress
-        self.figures = figures
         self.device = resolve_device(config.device)
         if config.amp and self.device.type != "cuda":
             raise ValueError("mixed precision (amp) needs a CUDA device")
@@ -256,79 +407,79 @@ class Trainer:
             self.device = torch.device("cuda", self.ctx.local_rank)
             torch.cuda.set_device(self.device)
         if config.batch_size % self.ctx.world_size:
-            raise ValueError(f"batch_size {config.batch_size} must divide evenly over {self.ctx.world_size} processes")
-
-        self.train_set = DistortedMNIST(
-            config.data,
-            "train",
-            root=config.data_dir,
-            seed=config.seed,
-            num_samples=config.num_train,
-            download=config.download,
-        )
-        self.test_set = DistortedMNIST(
-            config.data,
-            "test",
-            root=config.data_dir,
-            seed=TEST_SEED,
-            num_samples=config.num_test,
-            download=config.download,
-        )
-        if len(self.train_set) < config.batch_size:
-            raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_set)} training samples")
-        self.steps_per_epoch = len(self.train_set) // config.batch_size
+            raise ValueError(
+                f"batch_size {config.batch_size} must divide evenly over the {self.ctx.world_size} processes"
+            )
+        self.train_data, self.eval_data = train_data, eval_data
+        if len(train_data) < config.batch_size:
+            raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_data)} training samples")
+        if len(eval_data) == 0:
+            raise ValueError("the evaluation data is empty")
+        self.steps_per_epoch = len(train_data) // config.batch_size
         self.total_steps = config.iterations or config.epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
 
-        info = self.train_set.info
-        self.model_kwargs = {
-            "in_shape": (info.channels, *info.image_size),
-            "num_classes": info.num_classes,
-            **config.model_options,
-        }
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(config.seed)
-            self.model = create_model(config.model, **self.model_kwargs).to(self.device)
-        if config.channels_last and len(self.model_kwargs["in_shape"]) == 3:
+        self.model = model.to(self.device)
+        if config.channels_last and all(p.dim() != 5 for p in model.parameters()):
             self.model.to(memory_format=torch.channels_last)
-        self.num_params = count_parameters(self.model)
-        self.optimizer = make_sgd(
-            self.model,
-            lr=config.lr,
-            momentum=config.momentum,
-            weight_decay=config.weight_decay,
-            localization_lr_scale=config.localization_lr_scale,
-        )
+        self.optimizer = make_optimizer(self.model, config)
         self.scaler = torch.amp.GradScaler("cuda", enabled=config.amp)
         self.net = (
             DistributedDataParallel(self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
             if self.ctx.distributed
             else self.model
         )
-
-        self.test_images, self.test_labels = self.test_set.epoch_tensors(0, self.device)
-        self._check_model_output(info.num_classes)
-        samples = self.test_images[: config.theta_samples].cpu().clone()  # not a view: saving it would save all
+        self.callbacks = list(default_callbacks() if callbacks is None else callbacks)
+        self._eval_inputs: Tensor | None = None
+        self.input_shape = self._check_output()
         self.step = 0
-        self.epoch_sums = self._zero_sums()  # loss sum, wrong predictions, samples of the current epoch
+        self.epoch_sums = self._zero_sums()  # metric sums and sample count of the current epoch
         self.epoch_time = 0.0  # seconds in training steps, current epoch
         self.train_time = 0.0  # seconds in training steps, whole run
         self.elapsed = 0.0  # wall-clock seconds of the whole run (data, evaluation, checkpoints included)
         self._clock = time.perf_counter()
         self.history: list[dict[str, Any]] = []
-        self.theta_history: dict[str, Any] = {"images": samples, "epochs": [], "theta": {}}
-        self._restore(resume)
+        self._lock = RunLock(self.run_dir) if self.ctx.is_main else None
+        if self._lock is not None:
+            self._lock.acquire()
+        try:
+            self._restore(resume)
+        except BaseException:
+            self._release()
+            raise
 
-    def _check_model_output(self, num_classes: int) -> None:
-        x = self.test_images[:1]
+    # --- pieces -----------------------------------------------------------------------------------------------
+
+    def eval_inputs(self, count: int) -> Tensor:
+        """The first ``count`` evaluation inputs, on the device (cached)."""
+        if self._eval_inputs is None or len(self._eval_inputs) < min(count, len(self.eval_data)):
+            n = min(max(count, 1), len(self.eval_data))
+            if _has_epoch_tensors(self.eval_data):
+                self._eval_inputs = self.eval_data.epoch_tensors(0, self.device)[0][:n]
+            else:
+                self._eval_inputs = torch.stack([self.eval_data[i][0] for i in range(n)]).to(self.device)
+        return self._eval_inputs[:count]
+
+    def _check_output(self) -> tuple[int, ...]:
+        """Run the model on two evaluation samples and let the task check the output; returns the input shape."""
+        x = self.eval_inputs(2)
+        if _has_epoch_tensors(self.eval_data):
+            y = self.eval_data.epoch_tensors(0, self.device)[1][: len(x)]
+        else:
+            y = torch.stack([torch.as_tensor(self.eval_data[i][1]) for i in range(len(x))]).to(self.device)
         with torch.no_grad():
-            shape = tuple(self.model.eval()(x).shape)
+            out = self.model.eval()(x)
         self.model.train()
-        if shape != (1, num_classes):
-            raise ValueError(
-                f"model {self.config.model!r} returns {shape} for a {self.config.data!r} image, not the "
-                f"(B, {num_classes}) logits this trainer needs"
-            )
+        if not isinstance(out, Tensor):
+            raise ValueError(f"model {self.model_spec['name']!r} must return one tensor, got {type(out).__name__}")
+        try:
+            self.task.check_output(out, y)
+        except ValueError as err:
+            raise ValueError(f"model {self.model_spec['name']!r} does not fit the data: {err}") from None
+        return tuple(x.shape[1:])
+
+    def _zero_sums(self) -> Tensor:
+        return torch.zeros(len(self.task.metrics) + 1, dtype=torch.float64, device=self.device)
 
     def _tick(self) -> float:
         """Add the wall-clock time since the last call to ``elapsed`` and return it."""
@@ -337,14 +488,23 @@ class Trainer:
         self._clock = now
         return self.elapsed
 
-    def _zero_sums(self) -> Tensor:
-        return torch.zeros(3, dtype=torch.float64, device=self.device)
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     # --- checkpoints ------------------------------------------------------------------------------------------
 
     @property
     def checkpoint_path(self) -> Path:
         return self.run_dir / CHECKPOINT_FILE
+
+    def _run_config(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "model": self.model_spec,
+            "task": self.task.spec(),
+            "data": self.data_spec,
+        }
 
     def _restore(self, resume: bool) -> None:
         if not self.checkpoint_path.exists():
@@ -359,165 +519,193 @@ class Trainer:
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{self.checkpoint_path} holds an unreadable configuration: {err}") from err
         differences = saved.differences(self.config)
+        if state["model_name"] != self.model_spec["name"] or state["model_kwargs"] != self.model_spec["kwargs"]:
+            differences["model"] = (
+                (state["model_name"], state["model_kwargs"]),
+                (self.model_spec["name"], self.model_spec["kwargs"]),
+            )
+        if state.get("task") != self.task.spec():
+            differences["task"] = (state.get("task"), self.task.spec())
+        differences.update(_data_differences(state.get("data", {}), self.data_spec))
         if differences:
-            listed = ", ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differences.items())
+            listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differences.items())
             raise CheckpointError(f"cannot resume {self.checkpoint_path} with another configuration ({listed})")
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
         except (RuntimeError, ValueError, KeyError) as err:
-            raise CheckpointError(f"{self.checkpoint_path} does not fit model {self.config.model!r}: {err}") from err
+            raise CheckpointError(f"{self.checkpoint_path} does not fit the model: {err}") from err
         self.scaler.load_state_dict(state["scaler"])
         self.step = state["step"]
         self.epoch_sums = state["epoch_sums"].to(self.device)
-        self.epoch_time = state["epoch_time"]
-        self.train_time = state["train_time"]
-        self.elapsed = state["elapsed"]
+        self.epoch_time, self.train_time, self.elapsed = state["epoch_time"], state["train_time"], state["elapsed"]
         self.history = list(state["history"])
-        self.theta_history = state["theta_history"]
-        self.theta_history["images"] = self.theta_history["images"].clone()  # older checkpoints saved a view
-        torch.set_rng_state(state["rng"].cpu())
+        for callback in self.callbacks:
+            if callback.key is not None and callback.key in state:
+                callback.load_state_dict(state[callback.key])
+        torch.set_rng_state(state["rng"]["cpu"].cpu())
+        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
 
     def _save(self, finished: bool = False) -> None:
         if not self.ctx.is_main:
             return
-        save_checkpoint(
-            {
-                "config": self.config.to_dict(),
-                "model_name": self.config.model,
-                "model_kwargs": self.model_kwargs,
-                "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "scaler": self.scaler.state_dict(),
-                "step": self.step,
-                "total_steps": self.total_steps,
-                "epoch_sums": self.epoch_sums.cpu(),
-                "epoch_time": self.epoch_time,
-                "train_time": self.train_time,
-                "elapsed": self._tick(),
-                "history": self.history,
-                "theta_history": self.theta_history,
-                "rng": torch.get_rng_state(),
-                "source": self.train_set.source,
-                "finished": finished,
-            },
-            self.checkpoint_path,
-        )
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        state = {
+            "config": self.config.to_dict(),
+            "model_name": self.model_spec["name"],
+            "model_kwargs": self.model_spec["kwargs"],
+            "model": self.model.state_dict(),
+            "input_shape": self.input_shape,
+            "task": self.task.spec(),
+            "data": self.data_spec,
+            "source": getattr(self.train_data, "source", None),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "total_steps": self.total_steps,
+            "epoch_sums": self.epoch_sums.cpu(),
+            "epoch_time": self.epoch_time,
+            "train_time": self.train_time,
+            "elapsed": self._tick(),
+            "history": self.history,
+            "rng": rng,
+            "finished": finished,
+        }
+        for callback in self.callbacks:
+            if callback.key is not None:
+                state[callback.key] = callback.state_dict()
+        save_checkpoint(state, self.checkpoint_path)
 
     # --- the loop ---------------------------------------------------------------------------------------------
 
-    def _train_step(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    def train_step(self, x: Tensor, y: Tensor) -> Tensor:
+        """One optimiser step on a batch; returns the float64 metric sums and the sample count."""
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.config.amp):
-            logits = self.net(x)
-            loss = F.cross_entropy(logits.float(), y)
+            loss, sums = self.task.evaluate(self.net(x), y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
+        if self.config.clip_grad_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        n = torch.tensor(len(y), device=y.device)
-        return torch.stack([loss.detach() * n, (logits.argmax(1) != y).sum(), n]).double()
+        return torch.cat([sums, sums.new_tensor([len(y)])])
 
-    def _set_lr(self) -> float:
+    def _train_batches(self, epoch: int, first: int, last: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Batches ``first`` to ``last - 1`` of ``epoch``: this process's slice of each global batch."""
         c = self.config
-        return c.lr * apply_lr_schedule(self.optimizer, self.step, self.total_steps, c.lr_milestones, gamma=c.lr_gamma)
-
-    def _record_thetas(self, epoch: int) -> None:
-        samples = self.theta_history["images"]
-        if len(samples) == 0:
+        per_rank = c.batch_size // self.ctx.world_size
+        lo, hi = self.ctx.rank * per_rank, (self.ctx.rank + 1) * per_rank
+        generator = torch.Generator().manual_seed(block_seed("order", c.seed, epoch))
+        order = torch.randperm(len(self.train_data), generator=generator)
+        if _has_epoch_tensors(self.train_data):
+            inputs, targets = self.train_data.epoch_tensors(epoch, self.device)
+            order = order.to(self.device)
+            for i in range(first, last):
+                idx = order[i * c.batch_size : (i + 1) * c.batch_size][lo:hi]
+                yield inputs[idx], targets[idx]
             return
-        captures = capture_transformers(self.model, samples.to(self.device))
-        self.theta_history["epochs"].append(epoch)
-        for name, capture in captures.items():
-            theta = capture.theta.unsqueeze(0).cpu()
-            old = self.theta_history["theta"].get(name)
-            self.theta_history["theta"][name] = theta if old is None else torch.cat([old, theta])
+        set_epoch = getattr(self.train_data, "set_epoch", None)
+        if callable(set_epoch):
+            set_epoch(epoch)
+        batches = [order[i * c.batch_size : (i + 1) * c.batch_size][lo:hi].tolist() for i in range(first, last)]
+        loader = DataLoader(
+            self.train_data, batch_sampler=batches, num_workers=c.num_workers, pin_memory=self.device.type == "cuda"
+        )
+        for x, y in loader:
+            yield _to(x, self.device), _to(y, self.device)
 
-    def _end_epoch(self, epoch: int, lr: float, log: MetricsLog) -> dict[str, Any]:
+    def _end_epoch(self, epoch: int, lr: float, log: MetricsLog | None) -> dict[str, Any]:
         c = self.config
-        train_loss, train_wrong, seen = all_reduce_sum(self.epoch_sums, self.ctx).tolist()
-        test_loss, test_error = evaluate(self.model, self.test_images, self.test_labels, c.eval_batch_size, self.ctx)
-        record = {
-            "epoch": epoch + 1,
-            "step": self.step,
-            "lr": lr,
-            "train_loss": train_loss / max(seen, 1),
-            "train_error": train_wrong / max(seen, 1),
-            "test_loss": test_loss,
-            "test_error": test_error,
+        *train_sums, seen = all_reduce_sum(self.epoch_sums, self.ctx).tolist()
+        test = evaluate(
+            self.model,
+            self.eval_data,
+            self.task,
+            batch_size=c.eval_batch_size,
+            device=self.device,
+            ctx=self.ctx,
+            num_workers=c.num_workers,
+        )
+        record: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "lr": lr}
+        record |= {f"train_{m}": s / max(seen, 1) for m, s in zip(self.task.metrics, train_sums)}
+        record |= {f"test_{m}": v for m, v in test.items()}
+        record |= {
             "images_per_s": seen / max(self.epoch_time, 1e-9),
             "epoch_time_s": self.epoch_time,
             "elapsed_s": self._tick(),
-            **theta_diagnostics(self.model, self.test_images[:_DIAGNOSTIC_BATCH]),
         }
-        self._record_thetas(epoch + 1)
+        for callback in self.callbacks:
+            callback.on_epoch_end(self, record)
         self.history.append(record)
         self.epoch_sums, self.epoch_time = self._zero_sums(), 0.0
-        if self.ctx.is_main:
+        if log is not None:
             log.append(record, step=self.step)
             if self.progress:
-                tqdm.write(_epoch_line(record, self.num_epochs))
+                tqdm.write(self._epoch_line(record))
         return record
 
     def fit(self) -> TrainResult:
-        """Train to ``total_steps`` (or until SIGINT / SIGTERM) and return how it ended."""
+        """Train to ``total_steps`` (or until SIGINT / SIGTERM) and return how it ended; releases the folder."""
         try:
             return self._fit()
         finally:
+            self._release()
             close_distributed(self.ctx)
 
     def _fit(self) -> TrainResult:
         c = self.config
         log = None
         if self.ctx.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(self.run_dir / "config.json", json.dumps(c.to_dict(), indent=2) + "\n")
+            remove_stale_temp_files(self.run_dir)
+            write_text_atomic(self.run_dir / CONFIG_FILE, json.dumps(self._run_config(), indent=2) + "\n")
             log = MetricsLog(self.run_dir, self.history, tensorboard=c.tensorboard)
-        if not self.theta_history["epochs"]:
-            self._record_thetas(0)
-        per_rank = c.batch_size // self.ctx.world_size
-        lo, hi = self.ctx.rank * per_rank, (self.ctx.rank + 1) * per_rank
+        for callback in self.callbacks:
+            callback.on_fit_start(self)
         bar = tqdm(
             total=self.total_steps,
             initial=self.step,
             unit="step",
             dynamic_ncols=True,
-            desc=f"{c.model} on {c.data}",
+            desc=self.title,
             disable=not (self.progress and self.ctx.is_main),
         )
         try:
             with _StopOnSignal() as stop:
                 while self.step < self.total_steps:
                     epoch = self.step // self.steps_per_epoch
-                    images, labels = self.train_set.epoch_tensors(epoch, self.device)
-                    order = torch.randperm(
-                        len(images), generator=torch.Generator().manual_seed(block_seed("order", c.seed, epoch))
-                    ).to(self.device)
+                    first = self.step - epoch * self.steps_per_epoch
                     last = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
                     lr = c.lr
-                    for i in range(self.step - epoch * self.steps_per_epoch, last):
+                    for x, y in self._train_batches(epoch, first, last):
                         start = time.perf_counter()
-                        lr = self._set_lr()
-                        idx = order[i * c.batch_size : (i + 1) * c.batch_size][lo:hi]
-                        self.epoch_sums += self._train_step(images[idx], labels[idx])
+                        factor = apply_lr_schedule(
+                            self.optimizer, self.step, self.total_steps, c.lr_milestones, gamma=c.lr_gamma
+                        )
+                        lr = c.lr * factor
+                        self.epoch_sums += self.train_step(x, y)
                         self.step += 1
                         took = time.perf_counter() - start
                         self.epoch_time += took
                         self.train_time += took
                         bar.update(1)
-                        if self.step % _POSTFIX_EVERY == 0:
-                            loss_sum, wrong, seen = self.epoch_sums.tolist()
+                        if self.step % _POSTFIX_EVERY == 0 and not bar.disable:
+                            *sums, seen = self.epoch_sums.tolist()
                             bar.set_postfix(
                                 epoch=f"{epoch + 1}/{self.num_epochs}",
-                                loss=f"{loss_sum / seen:.3f}",
-                                err=f"{100 * wrong / seen:.1f}%",
+                                loss=f"{sums[0] / seen:.3f}",
                                 img_s=f"{seen * self.ctx.world_size / self.epoch_time:.0f}",
                             )
                         if any_process(stop.signum is not None, self.ctx, self.device):
                             self._save()
-                            tqdm.write(
-                                f"stopped at step {self.step}/{self.total_steps}; checkpoint saved to "
-                                f"{self.checkpoint_path} (continue with --resume)"
-                            )
+                            if self.ctx.is_main:
+                                tqdm.write(
+                                    f"stopped at step {self.step}/{self.total_steps}; checkpoint saved to "
+                                    f"{self.checkpoint_path} (continue with --resume)"
+                                )
                             return TrainResult(
                                 self.run_dir,
                                 "interrupted",
@@ -534,7 +722,9 @@ class Trainer:
                 log.close()
         summary = self._summary()
         if self.ctx.is_main:
-            self._write_reports(summary)
+            write_text_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+            for callback in self.callbacks:
+                callback.on_fit_end(self, summary)
         return TrainResult(self.run_dir, "finished", self.step, self.total_steps, summary, is_main=self.ctx.is_main)
 
     # --- reports ----------------------------------------------------------------------------------------------
@@ -542,62 +732,34 @@ class Trainer:
     def _summary(self) -> dict[str, Any]:
         last = self.history[-1] if self.history else {}
         return {
-            "model": self.config.model,
-            "data": self.config.data,
-            "source": self.train_set.source,
+            "title": self.title,
+            "model": self.model_spec["name"],
+            "data": self.data_spec,
+            "source": getattr(self.train_data, "source", None),
+            "task": self.task.name,
+            "primary": self.task.primary,
             "seed": self.config.seed,
-            "params": self.num_params,
+            "params": sum(p.numel() for p in self.model.parameters()),
             "steps": self.step,
             "epochs": len(self.history),
-            "train_samples": len(self.train_set),
-            "test_samples": len(self.test_set),
-            "test_error": last.get("test_error"),
-            "test_loss": last.get("test_loss"),
-            "train_error": last.get("train_error"),
+            "train_samples": len(self.train_data),
+            "test_samples": len(self.eval_data),
+            **{f"test_{m}": last.get(f"test_{m}") for m in self.task.metrics},
+            **{f"train_{m}": last.get(f"train_{m}") for m in self.task.metrics},
             "time_s": self._tick(),
             "images_per_s": self.step * self.config.batch_size / max(self.train_time, 1e-9),
         }
 
-    def _write_reports(self, summary: dict[str, Any]) -> None:
-        write_text_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
-        if not self.history:
-            return
-        write_csv(self.history, self.run_dir / "metrics.csv")
-        columns = ["epoch", "step", "lr", "train_loss", "train_error", "test_loss", "test_error", "images_per_s"]
-        columns += [k for k in self.history[-1] if k.endswith((".scale_mean", ".outside_frac"))]
-        facts = "\n".join(f"- {k}: {v}" for k, v in summary.items())
-        table = format_markdown_table([[r.get(k) for k in columns] for r in self.history], columns)
-        write_text_atomic(
-            self.run_dir / "summary.md", f"# {self.config.model} on {self.config.data}\n\n{facts}\n\n{table}"
-        )
-        if self.figures:
-            from stn import viz
-
-            viz.plot_curves(
-                self.history, self.run_dir / "curves.png", title=f"{self.config.model} on {self.config.data}"
-            )
-            if self.theta_history["theta"]:
-                viz.plot_model_transformations(
-                    self.model, self.theta_history["images"].to(self.device), self.run_dir / "transformations.png"
-                )
-
-
-def _epoch_line(record: dict[str, Any], num_epochs: int) -> str:
-    line = (
-        f"epoch {record['epoch']}/{num_epochs}  lr {record['lr']:.2g}  train loss {record['train_loss']:.4f} "
-        f"err {100 * record['train_error']:.2f}%  test loss {record['test_loss']:.4f} "
-        f"err {100 * record['test_error']:.2f}%  {record['images_per_s']:.0f} img/s"
-    )
-    for key, value in record.items():
-        if key.endswith(".scale_mean"):
-            line += f"  {key} {value:.2f}"
-        elif key.endswith(".outside_frac"):
-            line += f"  {key} {100 * value:.1f}%"
-    return line
-
-
-def train(
-    config: TrainConfig, run_dir: str | Path, *, resume: bool = False, progress: bool = True, figures: bool = True
-) -> TrainResult:
-    """Train ``config`` in ``run_dir`` (see :class:`Trainer` for the arguments)."""
-    return Trainer(config, run_dir, resume=resume, progress=progress, figures=figures).fit()
+    def _epoch_line(self, record: dict[str, Any]) -> str:
+        parts = [f"epoch {record['epoch']}/{self.num_epochs}", f"lr {record['lr']:.2g}"]
+        for split in ("train", "test"):
+            for m in self.task.metrics:
+                value = record[f"{split}_{m}"]
+                parts.append(f"{split} {m} {value:.4f}" if m == "loss" else f"{split} {m} {100 * value:.2f}%")
+        parts.append(f"{record['images_per_s']:.0f} img/s")
+        for key, value in record.items():
+            if key.endswith(".scale_mean"):
+                parts.append(f"{key} {value:.2f}")
+            elif key.endswith((".outside_frac", ".nonfinite_frac")) and (value or key.endswith("outside_frac")):
+                parts.append(f"{key} {100 * value:.1f}%")
+        return "  ".join(parts)

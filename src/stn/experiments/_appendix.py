@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import matplotlib
 
@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
+from stn.engine.options import add_training_options
 from stn.viz import save_figure
 
 __all__ = ["add_common_arguments", "budget_from_args", "image_rows"]
@@ -27,11 +28,24 @@ B = TypeVar("B")
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixel edges
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, budgets: Iterable[str], out: str) -> None:
-    """``--budget``, ``--out``, ``--data-dir``, ``--device``, ``--seed``: the options every appendix experiment has."""
+def add_common_arguments(
+    parser: argparse.ArgumentParser,
+    budgets: Mapping[str, Any],
+    out: str,
+    *,
+    recipe: bool = False,
+    mnist: bool = True,
+) -> None:
+    """``--budget``, ``--out``, ``--data-dir`` (where MNIST is; not with ``mnist=False``), and either the engine's
+    recipe options (``recipe=True``, see :func:`stn.engine.options.add_training_options`) or only ``--device``
+    and ``--seed``."""
     parser.add_argument("--budget", choices=sorted(budgets), default="quick", help="training length (default quick)")
     parser.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default {out})")
-    parser.add_argument("--data-dir", help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn)")
+    if mnist:
+        parser.add_argument("--data-dir", help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn)")
+    if recipe:
+        add_training_options(parser, budgets)
+        return
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the training data")
 

@@ -29,18 +29,21 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
-from stn.engine.config import TrainConfig
-from stn.engine.diagnostics import capture_transformers
-from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import SUMMARY_FILE, Trainer
-from stn.experiments._appendix import add_common_arguments, budget_from_args, image_rows
+from stn.engine.config import Preset, TrainConfig
+from stn.engine.metrics import format_markdown_table
+from stn.engine.options import positive_int
+from stn.engine.trainer import Trainer, read_summary, run_status
+from stn.experiments._appendix import add_common_arguments, image_rows
+from stn.experiments.sources import distorted_mnist_spec
+from stn.experiments.table1 import config_from_args, make_trainer
+from stn.io import write_text_atomic
+from stn.modules.diagnostics import capture_transformers
 
-__all__ = ["BUDGETS", "MODELS", "PAPER", "Budget", "add_arguments", "plot_transformers", "run"]
+__all__ = ["BUDGETS", "MODELS", "PAPER", "add_arguments", "plot_transformers", "run"]
 
 # --models key -> (table row, registered model)
 _SHORT = {"aff": "Aff", "proj": "Proj", "tps": "TPS"}
@@ -67,23 +70,23 @@ PAPER = {
 _FIGURE_SAMPLES = 8
 
 
-@dataclass(frozen=True)
-class Budget:
-    """Steps, batch size, how many training / test samples (None: the whole split) and the base learning rate."""
-
-    iterations: int
-    batch_size: int
-    num_train: int | None
-    num_test: int | None
-    lr: float = 0.01
-
-
-BUDGETS = {"quick": Budget(250, 64, 16_000, 2_000), "paper": Budget(150_000, 256, None, None)}
+BUDGETS = {
+    "quick": Preset(
+        "a pipeline check: far too short for this task",
+        {"iterations": 250, "batch_size": 64},
+        {"num_train": 16_000, "num_test": 2_000},
+    ),
+    "paper": Preset(
+        "150,000 steps of 256 on the full training split",
+        {"iterations": 150_000},
+        {"num_train": None, "num_test": None},
+    ),
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce addition``."""
-    add_common_arguments(parser, BUDGETS, "results/addition")
+    add_common_arguments(parser, BUDGETS, "results/addition", recipe=True)
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to run")
     parser.add_argument(
         "--runs-dir",
@@ -91,23 +94,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("runs/addition"),
         help="where each model's run (checkpoint, metrics, curves) lives (default runs/addition)",
     )
-    parser.add_argument("--iterations", type=int, help="override the budget's number of training steps")
-    parser.add_argument("--batch-size", type=int, help="override the budget's batch size")
-    parser.add_argument("--num-train", type=int, help="override the budget's training samples per epoch")
-    parser.add_argument("--num-test", type=int, help="override the budget's number of test samples")
-    parser.add_argument("--lr", type=float, help="override the base learning rate (default 0.01, as Table 1)")
+    parser.add_argument("--num-train", type=positive_int, help="override the budget's training samples per epoch")
+    parser.add_argument("--num-test", type=positive_int, help="override the budget's number of test samples")
 
 
 @torch.no_grad()
 def plot_transformers(trainer: Trainer, path: str | Path, title: str) -> Path | None:
     """The two input channels of a few test samples and every output channel of each transformer; None for a
     model without one."""
-    images = trainer.test_images[:_FIGURE_SAMPLES]
+    images = trainer.eval_inputs(_FIGURE_SAMPLES)
     captures = capture_transformers(trainer.model, images)
     if not captures:
         return None
     outputs = next(iter(captures.values())).outputs.cpu()  # (B, N, C, h, w)
-    labels = trainer.test_labels[:_FIGURE_SAMPLES].tolist()
+    labels = [int(trainer.eval_data[i][1]) for i in range(len(images))]
     rows = [(f"input ch{c + 1}", images[:, c].cpu()) for c in range(images.shape[1])]
     n = outputs.shape[1]
     rows += [
@@ -118,29 +118,15 @@ def plot_transformers(trainer: Trainer, path: str | Path, title: str) -> Path | 
     return image_rows(rows, path, title=f"{title}: test samples with sums {labels}")
 
 
-def _run_model(key: str, args: argparse.Namespace, budget: Budget) -> dict | None:
+def _run_model(key: str, args: argparse.Namespace, config: TrainConfig, data: dict) -> dict | None:
     """Train one model (skipping a finished run, resuming an interrupted one); its summary, None if interrupted."""
     label, name = MODELS[key]
     run_dir = Path(args.runs_dir) / key
-    summary_path = run_dir / SUMMARY_FILE
-    if summary_path.is_file():
-        summary = json.loads(summary_path.read_text())
-        if summary.get("steps") == budget.iterations:
-            print(f"{label}: done before, see {run_dir}")
-            return summary
-    config = TrainConfig(
-        data="addition",
-        model=name,
-        iterations=budget.iterations,
-        batch_size=budget.batch_size,
-        lr=budget.lr,
-        num_train=budget.num_train,
-        num_test=budget.num_test,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        device=args.device,
-    )
-    trainer = Trainer(config, run_dir, resume=True)
+    spec = distorted_mnist_spec("addition", seed=config.seed, **data)
+    if run_status(run_dir, config, spec) == "done":
+        print(f"{label}: done before, see {run_dir}")
+        return read_summary(run_dir)
+    trainer = make_trainer("addition", name, config, run_dir, resume=True, data_dir=args.data_dir, **data)
     result = trainer.fit()
     if not result.finished:
         print(f"{label} interrupted at step {result.step}; run the command again to resume")
@@ -151,10 +137,12 @@ def _run_model(key: str, args: argparse.Namespace, budget: Budget) -> dict | Non
 
 def run(args: argparse.Namespace) -> int:
     """Train the selected models; write ``<out>/addition.md``, ``results.json`` and the transformer figures."""
-    budget = budget_from_args(BUDGETS, args, ["iterations", "batch_size", "num_train", "num_test", "lr"])
+    budget = BUDGETS[args.budget]
+    config = config_from_args(BUDGETS, args)
+    data = {k: budget.data[k] if getattr(args, k) is None else getattr(args, k) for k in ("num_train", "num_test")}
     summaries = {}
     for key in args.models:
-        summary = _run_model(key, args, budget)
+        summary = _run_model(key, args, config, data)
         if summary is None:
             return 130
         summaries[key] = summary
@@ -177,11 +165,11 @@ def run(args: argparse.Namespace) -> int:
     first = next(iter(summaries.values()))
     text = (
         "# MNIST addition (appendix, Table 4)\n\n"
-        f"Two 42x42 RTS digits as two channels, 19 classes (the sum). Budget `{args.budget}`: {budget.iterations} "
-        f"steps of {budget.batch_size} at learning rate {budget.lr} on {first['train_samples']} training samples per "
+        f"Two 42x42 RTS digits as two channels, 19 classes (the sum). Budget `{args.budget}`: {config.iterations} "
+        f"steps of {config.batch_size} at learning rate {config.lr} on {first['train_samples']} training samples per "
         f"epoch (fresh distortions and partners each epoch), {first['test_samples']} test samples, MNIST source "
         f"`{first['source']}`, seed "
-        f"{args.seed}. Always predicting the most frequent sum (9) gives 90% error.\n\n"
+        f"{config.seed}. Always predicting the most frequent sum (9) gives 90% error.\n\n"
         f"{format_markdown_table(rows, header)}\n"
         + "".join(
             f"![{MODELS[k][0]}](transformers-{k}.png)\n"
@@ -192,8 +180,8 @@ def run(args: argparse.Namespace) -> int:
     write_text_atomic(Path(args.out) / "addition.md", text)
     record = {
         "budget": args.budget,
-        **asdict(budget),
-        "seed": args.seed,
+        **config.to_dict(),
+        **data,
         "results": {MODELS[k][0]: {**s, "paper_error": PAPER[MODELS[k][0]]} for k, s in summaries.items()},
     }
     write_text_atomic(Path(args.out) / "results.json", json.dumps(record, indent=2) + "\n")

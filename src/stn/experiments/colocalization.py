@@ -48,8 +48,9 @@ import argparse
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib import colormaps
@@ -60,10 +61,14 @@ import stn
 from stn.data import GENERATORS, MNIST, load_mnist
 from stn.data.datasets import block_seed
 from stn.engine.checkpoint import build_model, load_checkpoint
-from stn.engine.config import TrainConfig
-from stn.engine.metrics import format_markdown_table, write_text_atomic
-from stn.engine.trainer import CHECKPOINT_FILE, Trainer, resolve_device
-from stn.experiments._appendix import add_common_arguments, budget_from_args, image_rows
+from stn.engine.config import Preset
+from stn.engine.metrics import format_markdown_table
+from stn.engine.options import positive_int
+from stn.engine.trainer import resolve_device, run_status
+from stn.experiments._appendix import add_common_arguments, image_rows
+from stn.experiments.sources import distorted_mnist_spec
+from stn.experiments.table1 import config_from_args, make_trainer
+from stn.io import write_text_atomic
 from stn.models import create_model
 from stn.models.appendix import ActivationEncoder
 from stn.modules import SpatialTransformer
@@ -71,7 +76,6 @@ from stn.modules import SpatialTransformer
 __all__ = [
     "BUDGETS",
     "DATASETS",
-    "Budget",
     "ColocalizationResult",
     "add_arguments",
     "attention_boxes",
@@ -94,25 +98,23 @@ IOU_THRESHOLD = 0.5
 _FIGURE_IMAGES = 8
 
 
-@dataclass(frozen=True)
-class Budget:
-    """The digit encoder's training (the Table 1 CNN on R, by the training engine) and the co-localisation."""
-
-    encoder_iterations: int
-    encoder_lr: float = 0.01
-    encoder_batch_size: int = 256
-    stride: int = 4  # pixels between candidate crops
-    rounds: int = 20  # best-response sweeps at most
-    fit_steps: int = 500  # Adam steps fitting the transformer to the crops found
-    fit_lr: float = 1e-3
-    margin: float = 1.0
-    num_images: int = 100  # co-localised together; as many again are held out
-    digits: tuple[int, ...] = tuple(range(10))  # classes co-localised when --digits is not given
-
-
+# The search and the fit, the same in every budget (each overridable on the command line but the margin).
+_SEARCH = {
+    "stride": 4,  # pixels between candidate crops
+    "rounds": 20,  # best-response sweeps at most
+    "fit_steps": 500,  # Adam steps fitting the transformer to the crops found
+    "fit_lr": 1e-3,
+    "margin": 1.0,
+    "num_images": 100,  # co-localised together; as many again are held out
+}
+# The recipe is the encoder's: the Table 1 CNN trained on R by the training engine (SGD, batch 256).
 BUDGETS = {
-    "quick": Budget(encoder_iterations=1000, encoder_lr=0.03, digits=(1, 4, 8)),
-    "paper": Budget(encoder_iterations=10_000),
+    "quick": Preset(
+        "the encoder 1,000 steps at lr 0.03; digits 1, 4 and 8",
+        {"iterations": 1000, "lr": 0.03},
+        {**_SEARCH, "digits": (1, 4, 8)},
+    ),
+    "paper": Preset("the encoder 10,000 steps; all ten digits", {"iterations": 10_000}, {**_SEARCH, "digits": tuple(range(10))}),
 }
 
 
@@ -274,20 +276,31 @@ def fraction_localised(iou: Tensor) -> float:
 
 
 def colocalize(
-    images: Tensor, boxes: Tensor, encoder: nn.Module, budget: Budget, seed: int = 0, desc: str = "co-localise"
+    images: Tensor,
+    boxes: Tensor,
+    encoder: nn.Module,
+    *,
+    stride: int = 4,
+    rounds: int = 20,
+    margin: float = 1.0,
+    fit_steps: int = 500,
+    fit_lr: float = 1e-3,
+    seed: int = 0,
+    desc: str = "co-localise",
 ) -> ColocalizationResult:
     """Find the common object of ``images`` ``(N, 1, H, W)`` (square) by best response on the triplet loss of
-    ``encoder``'s embeddings of 28x28 crops, train a ``coloc-st`` to take those crops, and score its crops
-    against ``boxes`` ``(N, 4)`` (used for nothing else)."""
+    ``encoder``'s embeddings of 28x28 crops (candidates ``stride`` px apart, at most ``rounds`` sweeps), train a
+    ``coloc-st`` to take those crops (:func:`fit_transformer`), and score its crops against ``boxes`` ``(N, 4)``
+    (used for nothing else)."""
     if images.dim() != 4 or images.shape[-1] != images.shape[-2] or images.shape[-1] < DIGIT_SIZE:
         raise ValueError(f"images must be square, (N, C, S, S) with S >= {DIGIT_SIZE}, got {tuple(images.shape)}")
-    candidates = candidate_crops(images.shape[-1], DIGIT_SIZE, budget.stride)
+    candidates = candidate_crops(images.shape[-1], DIGIT_SIZE, stride)
     embeddings = _embed_candidates(images, encoder, candidates, desc=f"{desc}: embed crops")
     centre = int(candidates[:, 1:].abs().sum(1).argmin())  # the crop nearest the image centre
     start = torch.full((len(images),), centre)
-    history, losses = best_response(embeddings, start, budget.margin, budget.rounds, desc=f"{desc}: sweeps")
+    history, losses = best_response(embeddings, start, margin, rounds, desc=f"{desc}: sweeps")
     found = candidates[history[-1]]
-    st = fit_transformer(images, found, budget.fit_steps, budget.fit_lr, seed)
+    st = fit_transformer(images, found, fit_steps, fit_lr, seed)
     with torch.no_grad():
         theta = st.localize(images).cpu()
     iou = box_iou(attention_boxes(theta, images.shape[-2:]), boxes.cpu())
@@ -343,19 +356,17 @@ def _encoder(args: argparse.Namespace, budget: Budget) -> tuple[ActivationEncode
         path = Path(args.encoder)
     else:
         config = TrainConfig(
-            data="r",
-            model="cnn",
             iterations=budget.encoder_iterations,
             batch_size=budget.encoder_batch_size,
             lr=budget.encoder_lr,
             seed=args.seed,
-            data_dir=args.data_dir,
             device=args.device,
         )
         run_dir = Path(args.runs_dir) / "encoder"
         path = run_dir / CHECKPOINT_FILE
         # a finished run is only reloaded: fit() has no steps left to take
-        if not Trainer(config, run_dir, resume=True, figures=False).fit().finished:
+        trainer = make_trainer("r", "cnn", config, run_dir, data_dir=args.data_dir, resume=True, figures=False)
+        if not trainer.fit().finished:
             raise KeyboardInterrupt("the encoder's training was interrupted; run the command again to resume")
     checkpoint = load_checkpoint(path)
     if tuple(checkpoint["model_kwargs"]["in_shape"])[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
@@ -365,7 +376,8 @@ def _encoder(args: argparse.Namespace, budget: Budget) -> tuple[ActivationEncode
     for p in encoder.parameters():
         p.requires_grad_(False)
     error = (checkpoint.get("history") or [{}])[-1].get("test_error")
-    about = f"`{checkpoint['model_name']}` trained {checkpoint['step']} steps on {checkpoint['config']['data']}"
+    data = checkpoint.get("data", {}).get("variant", "unknown data")
+    about = f"`{checkpoint['model_name']}` trained {checkpoint['step']} steps on {data}"
     return encoder, about + (f" (test error {100 * error:.2f}%)" if error is not None else "")
 
 

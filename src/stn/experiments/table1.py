@@ -5,11 +5,11 @@
 resumes the interrupted one, and writes ``<out>/table1.md`` (our error beside the paper's for every cell, then
 parameter counts, steps and run time per run, with links to each run's figures) and ``<out>/table1.csv``.
 
-Budgets (every model gets the same number of SGD steps, batch 256, learning rate 0.01 divided by 10 at 1/3
-and 2/3 of training):
+Budgets (:data:`BUDGETS`, presets of :class:`~stn.engine.config.TrainConfig`; every model gets the same number
+of SGD steps of batch 256, the learning rate divided by 10 at 1/3 and 2/3 of training):
 
-* ``paper``: 150,000 steps, the paper's schedule (for a GPU: hours per model);
-* ``quick``: 1,000 steps (about 4 epochs of 60,000 digits), sized so that the RTS column, all 8 models,
+* ``paper``: 150,000 steps at learning rate 0.01, the paper's schedule (for a GPU: hours per model);
+* ``quick``: 1,000 steps (about 4 epochs of 60,000 digits) at 0.03, sized so that the RTS column, all 8 models,
   trains in about half an hour on 2 CPU cores. Expect errors well above the paper's.
 
 Runs are made in order of interest (CNN, ST-CNN Aff, ST-CNN TPS first), so that an interrupted grid already
@@ -28,13 +28,29 @@ import json
 import math
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from stn.cli._options import add_data_options, add_device_option, name_list, positive_int
+from stn.engine.config import Preset
+from stn.engine.options import add_data_options, add_training_options, name_list, positive_int
 
-__all__ = ["BUDGETS", "MODELS", "PAPER", "RUN_ORDER", "VARIANTS", "Budget", "add_arguments", "run", "write_table"]
+if TYPE_CHECKING:
+    from stn.engine.config import TrainConfig
+    from stn.engine.trainer import Trainer
+
+__all__ = [
+    "BUDGETS",
+    "MODELS",
+    "PAPER",
+    "RUN_ORDER",
+    "VARIANTS",
+    "add_arguments",
+    "budget_help",
+    "config_from_args",
+    "make_trainer",
+    "run",
+    "write_table",
+]
 
 VARIANTS = ("r", "rts", "p", "e", "tc")
 # Rows of the table, in the paper's order, with their labels.
@@ -63,23 +79,14 @@ PAPER: dict[str, dict[str, float]] = {
 }
 _PAPER_ITERATIONS = 150_000
 
-
-@dataclass(frozen=True)
-class Budget:
-    """How long every model trains."""
-
-    iterations: int
-    lr: float
-    description: str
-
-
 BUDGETS = {
     # At 1,000 steps the paper's 0.01 has decayed twice before the transformers have moved much (ST-CNN Aff on RTS:
     # 11.6% error with 0.01 against 3.6% with 0.03), so the short budget starts higher.
-    "quick": Budget(
-        1_000, 0.03, "1,000 steps per model (about 4 epochs) at lr 0.03, RTS column in about 30 min on 2 CPU cores"
+    "quick": Preset(
+        "1,000 steps per model (about 4 epochs), RTS column in about 30 min on 2 CPU cores",
+        {"iterations": 1_000, "lr": 0.03},
     ),
-    "paper": Budget(_PAPER_ITERATIONS, 0.01, "150,000 steps per model at lr 0.01, the paper's schedule"),
+    "paper": Preset("150,000 steps per model, the paper's schedule", {"iterations": _PAPER_ITERATIONS}),
 }
 
 _EXAMPLES = """examples:
@@ -88,6 +95,15 @@ _EXAMPLES = """examples:
   stn reproduce table1 --data all --budget paper --seeds 3 --device cuda
   stn reproduce table1 --data RTS --iterations 5000 --out runs/table1-5k   # a longer custom budget
 """
+
+
+def budget_help(budgets: dict[str, Preset]) -> str:
+    """``--budget``'s help: each preset's description, steps and learning rate, read from the presets."""
+    parts = []
+    for name, b in budgets.items():
+        length = f"{b.iterations:,} steps" if b.iterations else f"{b.epochs} epochs"
+        parts.append(f"{name}: {b.description} ({length} of {b.batch_size} at lr {b.lr:g})")
+    return "; ".join(parts) + f" (default {next(iter(budgets))})"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,43 +122,69 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(MODELS),
         help=f"comma-separated models: {','.join(MODELS)} or all (default all)",
     )
-    parser.add_argument(
-        "--budget",
-        choices=tuple(BUDGETS),
-        default="quick",
-        help="; ".join(f"{k}: {b.description}" for k, b in BUDGETS.items()) + " (default quick)",
-    )
-    parser.add_argument("--iterations", type=positive_int, default=None, help="steps per model, overriding --budget")
+    parser.add_argument("--budget", choices=tuple(BUDGETS), default="quick", help=budget_help(BUDGETS))
     parser.add_argument("--seeds", type=positive_int, default=1, help="runs per cell with seeds 0..N-1 (default 1)")
     parser.add_argument("--out", default=None, help="output folder (default runs/table1-<budget>)")
-    parser.add_argument("--batch-size", type=positive_int, default=256, help="default 256 (the paper's)")
-    parser.add_argument(
-        "--lr",
-        type=float,
-        default=None,
-        help="base learning rate (default: the budget's; quick 0.03, paper 0.01 as in the paper)",
-    )
+    add_training_options(parser, BUDGETS)
     parser.add_argument("--num-train", type=positive_int, default=None, help="train on a fixed subset of N digits")
     parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_options(parser)
-    add_device_option(parser)
+
+
+def make_trainer(
+    variant: str,
+    model: str,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    model_options: dict[str, Any] | None = None,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    figures: bool = True,
+) -> Trainer:
+    """The :class:`~stn.engine.trainer.Trainer` of one distorted-MNIST run: ``model`` (initialised from the
+    config's seed) on ``variant`` with the classification task (used by Table 1, ``stn train``, MNIST
+    addition and the co-localisation encoder)."""
+    import torch
+
+    from stn.engine.callbacks import default_callbacks
+    from stn.engine.tasks import ClassificationTask
+    from stn.engine.trainer import Trainer
+    from stn.experiments.sources import build, distorted_mnist_spec
+    from stn.models import create_model
+
+    spec = distorted_mnist_spec(
+        variant, seed=config.seed, num_train=num_train, num_test=num_test, root=data_dir, download=download
+    )
+    train_set, test_set = build(spec, "train"), build(spec, "test")
+    info = train_set.info
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        net = create_model(
+            model, in_shape=(info.channels, *info.image_size), num_classes=info.num_classes, **(model_options or {})
+        )
+    return Trainer(
+        net,
+        train_set,
+        test_set,
+        ClassificationTask(info.num_classes),
+        config,
+        callbacks=default_callbacks(figures=figures),
+        run_dir=run_dir,
+        resume=resume,
+        data_spec=spec,
+        title=f"{model} on {variant}",
+        progress=progress,
+    )
 
 
 def _run_dir(out: Path, variant: str, model: str, seed: int) -> Path:
     return out / variant / model / f"seed{seed}"
-
-
-def _finished(run_dir: Path, config: Any) -> bool:
-    """Whether ``run_dir`` holds a finished run of ``config`` (up to fields that do not change results)."""
-    from stn.engine.config import RESUMABLE_FIELDS, TrainConfig
-
-    summary, saved = run_dir / "summary.json", run_dir / "config.json"
-    if not (summary.is_file() and saved.is_file()):
-        return False
-    # What a resume may change does not change results either, except the length of training.
-    irrelevant = RESUMABLE_FIELDS - {"epochs", "iterations"}
-    return not TrainConfig.from_dict(json.loads(saved.read_text())).differences(config, ignore=irrelevant)
 
 
 def _summaries(out: Path, variant: str, model: str, seeds: int) -> list[dict[str, Any]]:
@@ -169,7 +211,8 @@ def write_table(out: Path, variants: list[str], seeds: int, command: str) -> Pat
     Rows are all eight models (``—`` where not run); columns the given ``variants`` and any other variant with
     runs in ``out``.
     """
-    from stn.engine.metrics import format_markdown_table, write_csv, write_text_atomic
+    from stn.engine.metrics import format_markdown_table, write_csv
+    from stn.io import write_text_atomic
 
     variants = [v for v in VARIANTS if v in variants or any(_summaries(out, v, m, seeds) for m in MODELS)]
     header = ["Model"] + [f"{v.upper()} {who}" for v in variants for who in ("paper", "ours")]
@@ -255,44 +298,42 @@ def _command(args: argparse.Namespace) -> str:
     ]
     for flag in ("iterations", "seeds", "batch_size", "lr", "num_train", "num_test", "data_dir", "device", "out"):
         value = getattr(args, flag)
-        defaults = (("seeds", 1), ("batch_size", 256), ("lr", BUDGETS[args.budget].lr))
-        if value not in (None, "auto") and (flag, value) not in defaults:
+        if value not in (None, "auto") and (flag, value) != ("seeds", 1):
             parts.append(f"--{flag.replace('_', '-')} {value}")
     return " ".join(parts)
 
 
+def config_from_args(presets: dict[str, Preset], args: argparse.Namespace, **fixed: Any) -> TrainConfig:
+    """The ``--budget`` preset's config with every recipe option given on the command line (and ``fixed``)."""
+    from stn.engine.config import TrainConfig
+
+    given = {f: getattr(args, f, None) for f in TrainConfig.__dataclass_fields__}
+    return presets[args.budget].config(**{**given, **fixed})
+
+
 def run(args: argparse.Namespace) -> int:
     """Train the grid (skipping finished runs) and write the table; returns 0, or 128 + signal if interrupted."""
-    from stn.engine.config import TrainConfig
-    from stn.engine.trainer import train
+    from stn.engine.trainer import run_status
+    from stn.experiments.sources import distorted_mnist_spec
 
     out = Path(args.out or f"runs/table1-{args.budget}")
-    iterations = args.iterations or BUDGETS[args.budget].iterations
     models = [m for m in RUN_ORDER if m in args.models]
     jobs = [(v, m, s) for v in args.data for m in models for s in range(args.seeds)]
     command = _command(args)
     started = time.perf_counter()
     for k, (variant, model, seed) in enumerate(jobs, 1):
         run_dir = _run_dir(out, variant, model, seed)
-        config = TrainConfig(
-            data=variant,
-            model=model,
-            iterations=iterations,
-            batch_size=args.batch_size,
-            lr=args.lr or BUDGETS[args.budget].lr,
-            seed=seed,
-            num_train=args.num_train,
-            num_test=args.num_test,
-            data_dir=args.data_dir,
-            download=args.download,
-            device=args.device,
-        )
+        config = config_from_args(BUDGETS, args, seed=seed)
+        data = dict(num_train=args.num_train, num_test=args.num_test, data_dir=args.data_dir, download=args.download)
         label = f"[{k}/{len(jobs)}] {variant.upper()} {model} seed {seed}"
-        if _finished(run_dir, config):
+        spec = distorted_mnist_spec(
+            variant, seed=seed, num_train=args.num_train, num_test=args.num_test, root=args.data_dir
+        )
+        if run_status(run_dir, config, spec) == "done":
             print(f"{label}: finished before, skipped ({run_dir})")
             continue
         print(f"{label}: training in {run_dir}", flush=True)
-        result = train(config, run_dir, resume=True, progress=not args.quiet)
+        result = make_trainer(variant, model, config, run_dir, resume=True, progress=not args.quiet, **data).fit()
         write_table(out, args.data, args.seeds, command)
         if not result.finished:
             print(f"interrupted; run the same command again to continue. Partial table: {out / 'table1.md'}")

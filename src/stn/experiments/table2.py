@@ -33,8 +33,9 @@ from tqdm.auto import tqdm
 
 from stn.data.svhn import INPUT_SIZE, SVHNSequences, center_crops, random_crops
 from stn.engine.checkpoint import save_checkpoint
-from stn.engine.metrics import format_markdown_table, write_text_atomic
+from stn.engine.metrics import format_markdown_table
 from stn.engine.trainer import make_sgd, resolve_device, scheduled_step
+from stn.io import write_text_atomic
 from stn.models import create_model
 from stn.models.svhn import sequence_errors, sequence_loss
 

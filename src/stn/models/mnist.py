@@ -34,6 +34,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 
@@ -225,6 +226,10 @@ def _register(name: str, kind: str, transform: str | None) -> None:
         return mnist_model(kind, transform, **kwargs)
 
     factory.__doc__ = f"The paper's {name.upper()} (see :func:`mnist_model` for the keyword arguments)."
+    # mnist_model's keyword arguments, so that create_model records their defaults in checkpoints too
+    factory.__signature__ = inspect.signature(mnist_model).replace(
+        parameters=list(inspect.signature(mnist_model).parameters.values())[2:]
+    )
     register_model(name)(factory)
 
 

@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import fnmatch
+import inspect
 from collections.abc import Callable
 
 from torch import nn
@@ -50,4 +51,32 @@ def create_model(name: str, **kwargs) -> nn.Module:
     key = name.lower()
     if key not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
-    return _REGISTRY[key](**kwargs)
+    factory = _REGISTRY[key]
+    model = factory(**kwargs)
+    model.stn_spec = {"name": key, "kwargs": _all_arguments(factory, kwargs)}
+    return model
+
+
+def model_spec(model: nn.Module) -> dict | None:
+    """``{"name": ..., "kwargs": {...}}``: how :func:`create_model` built ``model`` (every factory argument,
+    defaults included, so that the same call rebuilds it); ``None`` for a model built another way.
+
+    Example:
+        >>> model_spec(create_model("cnn", in_shape=(1, 28, 28)))["kwargs"]["in_shape"]
+        (1, 28, 28)
+    """
+    return getattr(model, "stn_spec", None)
+
+
+def _all_arguments(factory: ModelFactory, kwargs: dict) -> dict:
+    """``kwargs`` completed with the factory's defaults (its ``**kwargs`` are merged in)."""
+    signature = inspect.signature(factory)
+    bound = signature.bind(**kwargs)
+    bound.apply_defaults()
+    arguments = {}
+    for name, value in bound.arguments.items():
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            arguments.update(value)
+        else:
+            arguments[name] = value
+    return arguments

@@ -66,6 +66,7 @@ class SVHNNet(nn.Module):
             convolutional layer ``i`` (index 0 is the image) and must keep its size.
         batch_norm: batch norm after each convolution.
         dropout: dropout rate after each fully connected hidden layer.
+        fc_units: widths of the fully connected hidden layers (the paper's three of 3072; smaller for tests).
 
     ``forward(x)`` maps ``(B, C, H, W)`` to logits ``(B, max_digits, num_classes + 1)``; with
     ``return_theta=True`` it also returns ``{layer index: θ (B, 6)}`` of the transformers.
@@ -80,6 +81,7 @@ class SVHNNet(nn.Module):
         *,
         batch_norm: bool = True,
         dropout: float = 0.2,
+        fc_units: Sequence[int] = FC_UNITS,
     ) -> None:
         super().__init__()
         channels, height, width = in_shape
@@ -97,7 +99,7 @@ class SVHNNet(nn.Module):
         self.transformers = nn.ModuleDict({str(i): st for i, st in sorted(transformers.items())})
         flat = CONV_CHANNELS[-1] * _pooled(height) * _pooled(width)
         layers: list[nn.Module] = [nn.Flatten()]
-        for units in FC_UNITS:
+        for units in fc_units:
             layers += [nn.Linear(flat, units), nn.ReLU(inplace=True), nn.Dropout(dropout)]
             flat = units
         self.fc = nn.Sequential(*layers)

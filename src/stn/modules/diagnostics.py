@@ -69,10 +69,18 @@ def grid_stats(grid: Tensor) -> dict[str, float]:
 
     Returns:
         ``scale_mean``, ``scale_std`` (across the batch), ``scale_min``, ``scale_max``, ``fold_frac``,
-        ``shift_mean``, ``outside_frac``.
+        ``shift_mean``, ``outside_frac`` (over the grids whose values are all finite), and ``nonfinite_frac``:
+        the share of grids with a NaN or infinite value (a diverged localisation net).
     """
     grid = grid.detach().float()
     n = grid.shape[-1]
+    finite = grid.flatten(1).isfinite().all(1)
+    nonfinite_frac = 1.0 - finite.float().mean().item()
+    grid = grid[finite]
+    if len(grid) == 0:  # every θ diverged: nothing left to measure
+        nan = float("nan")
+        stats = ("scale_mean", "scale_std", "scale_min", "scale_max", "fold_frac", "shift_mean", "outside_frac")
+        return {**dict.fromkeys(stats, nan), "nonfinite_frac": nonfinite_frac}
     det = grid_jacobian_det(grid)
     per_image = det.abs().flatten(1).mean(1).pow(1.0 / n)
     shift = grid.flatten(1, -2).mean(1).norm(dim=-1)
@@ -85,6 +93,7 @@ def grid_stats(grid: Tensor) -> dict[str, float]:
         "fold_frac": (det < 0).float().mean().item(),
         "shift_mean": shift.mean().item(),
         "outside_frac": outside.item(),
+        "nonfinite_frac": nonfinite_frac,
     }
 
 
@@ -143,6 +152,8 @@ def capture_transformers(model: nn.Module, x: Tensor) -> dict[str, TransformerCa
     """Run ``model`` on ``x`` and record, for every spatial transformer inside it, its input, θ, grid and output.
 
     Example:
+        >>> from stn.models import create_model
+        >>> x = torch.rand(8, 1, 42, 42)
         >>> captures = capture_transformers(create_model("st-cnn-aff", in_shape=(1, 42, 42)), x)
         >>> captures["transformer"].theta.shape
         torch.Size([8, 1, 6])
@@ -154,20 +165,22 @@ def capture_transformers(model: nn.Module, x: Tensor) -> dict[str, TransformerCa
         for name, module in modules.items()
     ]
     was_training = model.training
+    captures = {}
     try:
         model.eval()
         model(x)
+        # still in eval mode: in training mode a localisation net's batch norm would update its running
+        # statistics (and fail on a single image)
+        for name, module in modules.items():
+            if name not in inputs:
+                continue
+            inp = inputs[name]
+            theta = module.localize(inp).view(inp.shape[0], -1, module.transform.num_params)
+            captures[name] = TransformerCapture(module.transform, inp, theta, *apply_transformer(module, inp, theta))
     finally:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
-    captures = {}
-    for name, module in modules.items():
-        if name not in inputs:
-            continue
-        inp = inputs[name]
-        theta = module.localize(inp).view(inp.shape[0], -1, module.transform.num_params)
-        captures[name] = TransformerCapture(module.transform, inp, theta, *apply_transformer(module, inp, theta))
     return captures
 
 

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
 from stn import ConvLocalization, ParallelSpatialTransformer, sampling_grid
-from stn.engine.diagnostics import (
+from stn.models import create_model
+from stn.modules.diagnostics import (
     apply_transformer,
     capture_transformers,
     grid_jacobian_det,
     grid_stats,
     theta_diagnostics,
 )
-from stn.models import create_model
 
 
 def affine_stats(*theta: float) -> dict[str, float]:
@@ -96,5 +98,16 @@ def test_theta_diagnostics_keys() -> None:
     assert stats["transformer.scale_mean"] == pytest.approx(1, abs=1e-5)
     assert set(stats) == {
         f"transformer.{k}"
-        for k in ("scale_mean", "scale_std", "scale_min", "scale_max", "fold_frac", "shift_mean", "outside_frac")
-    }
+        for k in ("scale_mean", "scale_std", "scale_min", "scale_max", "fold_frac", "shift_mean", "outside_frac",
+                  "nonfinite_frac")
+    }  # fmt: skip
+    assert stats["transformer.nonfinite_frac"] == 0
+
+
+def test_non_finite_theta_are_counted_and_left_out_of_the_other_statistics() -> None:
+    theta = torch.tensor([[1.0, 0, 0, 0, 1, 0], [float("nan"), 0, 0, 0, 1, 0], [0.5, 0, 0, 0, 0.5, 0]])
+    stats = grid_stats(sampling_grid(theta, "affine", (8, 8)))
+    assert stats["nonfinite_frac"] == pytest.approx(1 / 3)
+    assert stats["scale_min"] == pytest.approx(0.5) and stats["scale_max"] == pytest.approx(1.0)
+    diverged = grid_stats(sampling_grid(torch.full((2, 6), float("inf")), "affine", (8, 8)))
+    assert diverged["nonfinite_frac"] == 1 and math.isnan(diverged["scale_mean"])

