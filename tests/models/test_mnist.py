@@ -124,3 +124,27 @@ def test_gradients_reach_every_layer_and_sgd_lowers_the_loss(name: str) -> None:
             assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
         optimizer.step()
     assert losses[-1] < losses[0]
+
+
+@pytest.mark.parametrize("name", ["fcn", "st-fcn-aff", "st-cnn-tps"])
+def test_standardize_feeds_standardised_inputs_to_the_nets_but_raw_pixels_to_the_sampler(name: str) -> None:
+    from stn.models.mnist import MNIST_MEAN, MNIST_STD, Standardize
+
+    torch.manual_seed(0)
+    plain = create_model(name, in_shape=(1, 42, 42))
+    torch.manual_seed(0)
+    std = create_model(name, in_shape=(1, 42, 42), standardize=True)
+    assert count_parameters(std) == count_parameters(plain)  # a fixed layer: same widths, same parameters
+    x = torch.rand(4, 1, 42, 42)
+    seen = {}
+    net = std.classifier[1]
+    net.register_forward_hook(lambda _m, inputs, _o: seen.setdefault("classifier", inputs[0]))
+    std(x)
+    pooled = x if std.transformer is None else std.pool(std.transformer(x))
+    torch.testing.assert_close(seen["classifier"], (pooled - MNIST_MEAN) / MNIST_STD)
+    if std.transformer is not None:
+        assert isinstance(std.transformer.localization[0], Standardize)
+        # the transformer still samples the raw image: at the identity its output is the input
+        torch.testing.assert_close(std.transformer(x), x, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="std > 0"):
+        Standardize(0.1, 0.0)
