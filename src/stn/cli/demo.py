@@ -18,6 +18,10 @@ _ITERATIONS = 800
 _BATCH_SIZE = 128
 _LR = 0.03
 _MILESTONES = (0.8,)
+# The numerics the README's numbers were taken with: 2 CPU threads, weights channels-last (TrainConfig's default,
+# fixed here so that a change of default does not change the demo).
+_THREADS = 2
+_CHANNELS_LAST = True
 
 _EXAMPLES = """examples:
   stn demo                          # about 8 min on 2 CPU cores; MNIST if found, else the 5,000-digit sample
@@ -46,15 +50,14 @@ def _recipe() -> str:
     )
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from stn import viz
-    from stn.engine.checkpoint import load_model
+def _train_both(args: argparse.Namespace, out: Path) -> tuple[dict[str, dict], int]:
+    """Train (or reuse) both models: ``({model: summary}, 0)``, or ``({...}, 128 + signal)`` when interrupted."""
     from stn.engine.config import TrainConfig
-    from stn.experiments.table1 import PAPER, make_trainer
+    from stn.engine.trainer import read_summary, run_status
+    from stn.experiments.sources import distorted_mnist_spec
+    from stn.experiments.table1 import make_trainer
 
-    out = Path(args.out)
-    started = time.perf_counter()
-    results = {}
+    summaries = {}
     for model in _MODELS:
         config = TrainConfig(
             iterations=args.iterations,
@@ -63,24 +66,50 @@ def _demo(args: argparse.Namespace) -> int:
             lr_milestones=_MILESTONES,
             seed=args.seed,
             device=args.device,
+            channels_last=_CHANNELS_LAST,
         )
-        print(f"training {model} on {_DATA.upper()} ({args.iterations} steps)", flush=True)
+        run_dir = out / model
+        if run_status(run_dir, config, distorted_mnist_spec(_DATA, seed=args.seed, root=args.data_dir)) == "done":
+            print(f"{model}: finished before, reused ({run_dir})")
+            summaries[model] = read_summary(run_dir)
+            continue
+        print(f"training {model} on {_DATA.upper()} ({args.iterations} steps, {args.threads} CPU threads)", flush=True)
         trainer = make_trainer(
-            _DATA, model, config, out / model, data_dir=args.data_dir, download=args.download, resume=True,
+            _DATA, model, config, run_dir, data_dir=args.data_dir, download=args.download, resume=True,
             progress=not args.quiet,
         )  # fmt: skip
         result = trainer.fit()
         if not result.finished:
-            return 128 + (result.signal or 0)
-        results[model] = result
-    summary = results[_MODELS[0]].summary
+            return summaries, 128 + (result.signal or 0)
+        summaries[model] = result.summary
+    return summaries, 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from stn import viz
+    from stn.engine.checkpoint import load_model
+    from stn.experiments.table1 import PAPER
+
+    out = Path(args.out)
+    started = time.perf_counter()
+    # oneDNN splits a convolution's reductions by thread, so the thread count changes the rounding, and over 800
+    # steps the errors, by tenths of a percent: the demo fixes it so that its numbers repeat.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        summaries, code = _train_both(args, out)
+    finally:
+        torch.set_num_threads(threads)
+    if code:
+        return code
+    summary = summaries[_MODELS[0]]
     source = "the 5,000-digit MNIST sample (4,000 train / 1,000 test)" if summary["source"] != "mnist" else "full MNIST"
     print(f"\nRTS test error after {args.iterations} steps on {source} ({summary['test_samples']} test digits):")
-    for model, result in results.items():
-        print(
-            f"  {model:<11} {100 * result.summary['test_error']:5.2f}%   "
-            f"(paper, 150,000 steps on full MNIST: {PAPER[model][_DATA]}%)"
-        )
+    for model, s in summaries.items():
+        paper = PAPER[model][_DATA]
+        print(f"  {model:<11} {100 * s['test_error']:5.2f}%   (paper, 150,000 steps on full MNIST: {paper}%)")
     model, checkpoint = load_model(out / "st-cnn-aff" / "checkpoint.pt")
     images = checkpoint["theta_history"]["images"]
     title = "ST-CNN (affine) on RTS: input, sampling grid T_θ(G), output"
@@ -109,6 +138,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=positive_int, default=_BATCH_SIZE, help=f"default {_BATCH_SIZE}")
     p.add_argument("--lr", type=float, default=_LR, help=f"base learning rate (default {_LR})")
     p.add_argument("--seed", type=int, default=0, help="default 0")
+    p.add_argument(
+        "--threads",
+        type=positive_int,
+        default=_THREADS,
+        help=f"CPU threads (default {_THREADS}; the errors depend on it by tenths of a percent, so the demo fixes it)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_options(p)
     add_device_option(p)
