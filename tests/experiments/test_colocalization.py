@@ -14,7 +14,6 @@ from stn.data import load_mnist
 from stn.engine.checkpoint import load_checkpoint, save_checkpoint
 from stn.experiments import colocalization
 from stn.experiments.colocalization import (
-    Budget,
     attention_boxes,
     best_response,
     box_iou,
@@ -124,8 +123,8 @@ def test_colocalize_finds_a_planted_common_object_and_trains_the_transformer_on_
     images, boxes = _squares([(0, 0), (56, 8), (20, 40), (48, 52), (28, 28), (8, 56), (40, 4), (4, 32)])
     torch.manual_seed(0)
     encoder = create_model("coloc-encoder").eval()  # an untrained CNN: identical crops still embed identically
-    budget = Budget(encoder_iterations=1, stride=4, rounds=10, fit_steps=300, fit_lr=3e-3)
-    result = colocalize(images, boxes, encoder, budget)
+    search = {"stride": 4, "rounds": 10, "fit_steps": 300, "fit_lr": 3e-3}
+    result = colocalize(images, boxes, encoder, **search)
     found = box_iou(attention_boxes(result.history[-1], (84, 84)), boxes)
     assert (found > 0.74).all()  # on the squares, to a stride (4 px: IoU 0.75) at most
     torch.testing.assert_close(result.history[0], torch.tensor([[1 / 3, 0.0, 0.0]]).expand(8, 3))  # from the centre
@@ -133,8 +132,8 @@ def test_colocalize_finds_a_planted_common_object_and_trains_the_transformer_on_
     assert result.localised == fraction_localised(result.iou)
     torch.testing.assert_close(result.theta, result.transformer.localize(images).detach())
     with pytest.raises(ValueError, match="square"):
-        colocalize(images[:, :, :80], boxes, encoder, budget)
-    uneven = colocalize(images, boxes, encoder, Budget(encoder_iterations=1, stride=5, rounds=1, fit_steps=1))
+        colocalize(images[:, :, :80], boxes, encoder, **search)
+    uneven = colocalize(images, boxes, encoder, stride=5, rounds=1, fit_steps=1)
     torch.testing.assert_close(uneven.history[0, :, 1:], torch.full((8, 2), 2 / 42))  # 44 px: nearest the centre
 
 
@@ -174,9 +173,9 @@ def _args(tiny_mnist: Path, out: Path, *extra: str) -> argparse.Namespace:
             "--digits",
             "0",
             "1",
-            "--encoder-iterations",
+            "--iterations",
             "2",
-            "--encoder-batch-size",
+            "--batch-size",
             "16",
             "--num-images",
             "2",
@@ -205,7 +204,10 @@ def test_quick_run_end_to_end_writes_table_results_and_figure(tiny_mnist: Path, 
     assert "T held out (%)" in table
     assert (out / "boxes.png").stat().st_size > 1000
     encoder = tmp_path / "runs" / "encoder" / "checkpoint.pt"
-    assert load_checkpoint(encoder)["config"]["data"] == "r"  # the Table 1 CNN on R, by the training engine
+    checkpoint = load_checkpoint(encoder)  # the Table 1 CNN on R, by the training engine, with the recipe given
+    assert checkpoint["model_name"] == "cnn" and checkpoint["data"]["variant"] == "r"
+    assert (checkpoint["step"], checkpoint["config"]["batch_size"], checkpoint["config"]["lr"]) == (2, 16, 0.03)
+    assert record["encoder_iterations"] == 2 and record["digits"] == [0, 1] and record["stride"] == 14
     stamp = encoder.stat().st_mtime_ns
     assert colocalization.run(_args(tiny_mnist, out, "--datasets", "T")) == 0  # reuses the trained encoder
     assert encoder.stat().st_mtime_ns == stamp

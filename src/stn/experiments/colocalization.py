@@ -35,7 +35,11 @@ A digit counts as localised when the crop box overlaps the 28x28 box the digit w
 over union above 0.5; the paper reports 100% on T and 75-93% on TC (depending on the class).
 ``stn reproduce colocalization`` writes ``colocalization.md`` (per class, T and TC), ``results.json`` and
 ``boxes.png`` (the crops over the sweeps and the transformer's, on a few images of the first class, and on
-held-out images).
+held-out images). The budgets are presets of the encoder's training recipe (the recipe options ``--iterations``,
+``--lr``, ``--batch-size``... are the encoder's) plus the search's settings. Only the encoder is a run of the
+training engine: the best response is a search, and the transformer's fit is a 500-step full-batch regression on
+the 100 images just co-localised, whose targets only this search makes (a run folder could not rebuild them,
+and each of its steps would be a whole epoch, checkpoint included).
 
 Example (shell)::
 
@@ -50,7 +54,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from matplotlib import colormaps
@@ -61,7 +64,7 @@ import stn
 from stn.data import GENERATORS, MNIST, load_mnist
 from stn.data.datasets import block_seed
 from stn.engine.checkpoint import build_model, load_checkpoint
-from stn.engine.config import Preset
+from stn.engine.config import Preset, TrainConfig
 from stn.engine.metrics import format_markdown_table
 from stn.engine.options import positive_int
 from stn.engine.trainer import resolve_device, run_status
@@ -114,7 +117,9 @@ BUDGETS = {
         {"iterations": 1000, "lr": 0.03},
         {**_SEARCH, "digits": (1, 4, 8)},
     ),
-    "paper": Preset("the encoder 10,000 steps; all ten digits", {"iterations": 10_000}, {**_SEARCH, "digits": tuple(range(10))}),
+    "paper": Preset(
+        "the encoder 10,000 steps; all ten digits", {"iterations": 10_000}, {**_SEARCH, "digits": tuple(range(10))}
+    ),
 }
 
 
@@ -312,7 +317,7 @@ def colocalize(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce colocalization``."""
-    add_common_arguments(parser, BUDGETS, "results/colocalization")
+    add_common_arguments(parser, BUDGETS, "results/colocalization", recipe=True)
     parser.add_argument(
         "--digits",
         type=int,
@@ -341,33 +346,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=Path("runs/colocalization"),
         help="where the trained encoder's run (encoder/) is kept for later runs (default runs/colocalization)",
     )
-    parser.add_argument("--encoder-iterations", type=int, help="override the budget's encoder training steps")
-    parser.add_argument("--encoder-batch-size", type=int, help="override the encoder's batch size (default 256)")
-    parser.add_argument("--stride", type=int, help="pixels between candidate crops (default 4)")
-    parser.add_argument("--rounds", type=int, help="best-response sweeps at most (default 20)")
-    parser.add_argument("--fit-steps", type=int, help="steps fitting the transformer to the crops (default 500)")
-    parser.add_argument("--num-images", type=int, help="images per class and dataset (default 100, as the paper)")
+    parser.add_argument("--stride", type=positive_int, help="pixels between candidate crops (default 4)")
+    parser.add_argument("--rounds", type=positive_int, help="best-response sweeps at most (default 20)")
+    parser.add_argument(
+        "--fit-steps", type=positive_int, help="steps fitting the transformer to the crops (default 500)"
+    )
+    parser.add_argument(
+        "--num-images", type=positive_int, help="images per class and dataset (default 100, as the paper)"
+    )
 
 
-def _encoder(args: argparse.Namespace, budget: Budget) -> tuple[ActivationEncoder, str]:
-    """e(): from ``--encoder``, else the Table 1 CNN trained on R in ``<runs-dir>/encoder`` (trained, or resumed,
-    by the training engine unless it is there and finished)."""
-    if args.encoder is not None:
-        path = Path(args.encoder)
-    else:
-        config = TrainConfig(
-            iterations=budget.encoder_iterations,
-            batch_size=budget.encoder_batch_size,
-            lr=budget.encoder_lr,
-            seed=args.seed,
-            device=args.device,
-        )
-        run_dir = Path(args.runs_dir) / "encoder"
-        path = run_dir / CHECKPOINT_FILE
-        # a finished run is only reloaded: fit() has no steps left to take
-        trainer = make_trainer("r", "cnn", config, run_dir, data_dir=args.data_dir, resume=True, figures=False)
-        if not trainer.fit().finished:
-            raise KeyboardInterrupt("the encoder's training was interrupted; run the command again to resume")
+def _encoder(args: argparse.Namespace, config: TrainConfig) -> tuple[ActivationEncoder, str]:
+    """e(): from ``--encoder``, else the Table 1 CNN trained on R with ``config`` in ``<runs-dir>/encoder``:
+    trained, or resumed, by the training engine unless it finished before."""
+    path = args.encoder
+    if path is None:
+        path = Path(args.runs_dir) / "encoder"
+        if run_status(path, config, distorted_mnist_spec("r", seed=config.seed, root=args.data_dir)) != "done":
+            trainer = make_trainer("r", "cnn", config, path, data_dir=args.data_dir, resume=True, figures=False)
+            if not trainer.fit().finished:
+                raise KeyboardInterrupt("the encoder's training was interrupted; run the command again to resume")
     checkpoint = load_checkpoint(path)
     if tuple(checkpoint["model_kwargs"]["in_shape"])[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
         raise ValueError(f"{path}: the encoder must take 28x28 digits, got {checkpoint['model_kwargs']}")
@@ -414,24 +412,28 @@ def _plot_boxes(
 def run(args: argparse.Namespace) -> int:
     """Co-localise every selected digit class on T and TC; write ``<out>/colocalization.md``, ``results.json`` and
     ``boxes.png``."""
-    budget = budget_from_args(
-        BUDGETS, args, ["encoder_iterations", "encoder_batch_size", "stride", "rounds", "fit_steps", "num_images"]
-    )
-    device = resolve_device(args.device)
+    budget = BUDGETS[args.budget]
+    settings = {k: v if getattr(args, k, None) is None else getattr(args, k) for k, v in budget.data.items()}
+    search = {k: settings[k] for k in ("stride", "rounds", "margin", "fit_steps", "fit_lr")}
+    config = config_from_args(BUDGETS, args)
+    seed = config.seed
+    device = resolve_device(config.device)
     out = Path(args.out)
     start = time.perf_counter()
-    encoder, about = _encoder(args, budget)
+    encoder, about = _encoder(args, config)
     encoder.to(device)  # e() is built on the CPU
     test = load_mnist(args.data_dir, "test")
     scores: dict[int, dict[str, dict[str, float]]] = {}
-    digits = tuple(args.digits) if args.digits else budget.digits
-    n = budget.num_images
+    digits = tuple(settings["digits"])
+    n = settings["num_images"]
     for digit in digits:
         runs = {}
         for name in args.datasets:
             # one draw of 2n images: the first n are co-localised, the others held out
-            images, boxes = colocalization_set(test, digit, DATASETS[name], 2 * n, args.seed)
-            result = colocalize(images[:n].to(device), boxes[:n], encoder, budget, args.seed, f"{name} digit {digit}")
+            images, boxes = colocalization_set(test, digit, DATASETS[name], 2 * n, seed)
+            result = colocalize(
+                images[:n].to(device), boxes[:n], encoder, **search, seed=seed, desc=f"{name} digit {digit}"
+            )
             with torch.no_grad():
                 held_theta = result.transformer.localize(images[n:].to(device)).cpu()
             held_iou = box_iou(attention_boxes(held_theta, images.shape[-2:]), boxes[n:])
@@ -472,8 +474,8 @@ def run(args: argparse.Namespace) -> int:
         f"Percentage of the {n} digits per class whose crop by the trained transformer has IoU > "
         f"{IOU_THRESHOLD} with the truth, and of {n} held-out digits of the class that took no part in the "
         f"optimisation. Paper: {paper}. Encoder e(): {about}. Crops found by best response on the paper's triplet "
-        f"loss (candidates {budget.stride} px apart, at most {budget.rounds} sweeps), the transformer fitted to "
-        f"them in {budget.fit_steps} steps (budget `{args.budget}`, seed {args.seed}, device {device}, "
+        f"loss (candidates {search['stride']} px apart, at most {search['rounds']} sweeps), the transformer fitted to "
+        f"them in {search['fit_steps']} steps (budget `{args.budget}`, seed {seed}, device {device}, "
         f"{time.perf_counter() - start:.0f} s in all).\n\n"
         f"{format_markdown_table(rows, header)}\n![crops](boxes.png)\n"
     )
@@ -482,8 +484,12 @@ def run(args: argparse.Namespace) -> int:
         "scores": scores,
         "encoder": about,
         "budget": args.budget,
-        **asdict(budget),
-        "seed": args.seed,
+        "encoder_iterations": config.iterations,
+        "encoder_lr": config.lr,
+        "encoder_batch_size": config.batch_size,
+        **settings,
+        "digits": list(digits),
+        "seed": config.seed,
         "device": str(device),
     }
     write_text_atomic(out / "results.json", json.dumps(record, indent=2) + "\n")
