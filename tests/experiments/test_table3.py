@@ -35,8 +35,10 @@ def cub_root(shared_data):
 
 
 def tiny_args(cub_root, out, *extra):
-    """A CPU-sized run: tiny random backbone, 32 px inputs, 16 training photos in batches of 8 (2 steps an epoch)."""
-    return ["--cub-root", str(cub_root), "--out", str(out), "--backbone", "tiny", "--no-pretrained",
+    """A CPU-sized run (runs in ``<out>/runs``): tiny random backbone, 32 px inputs, 16 training photos in batches of
+    8 (2 steps an epoch)."""
+    return ["--cub-root", str(cub_root), "--out", str(out), "--runs-dir", str(out / "runs"), "--backbone", "tiny",
+            "--no-pretrained",
             "--input-size", "32", "--epochs", "2", "--batch-size", "8", "--limit-train", "16", "--limit-test", "10",
             "--workers", "0", "--device", "cpu", "--figure-images", "3", "--loc-lr-scale", "1", "--quiet",
             *extra]  # fmt: skip
@@ -63,11 +65,11 @@ def test_smoke_run_on_real_cub_images(cub_root, tmp_path, monkeypatch):
     for key, result in results.items():
         assert result["test_images"] == 10 and result["classes"] == 10 and 0 <= result["accuracy"] <= 100
         assert ("centre_in_box" in result) == (key != "cnn-224")
-        summary = json.loads((out / key / "summary.json").read_text())
+        summary = json.loads((out / "runs" / key / "summary.json").read_text())
         assert result["accuracy"] == pytest.approx(100 * (1 - summary["test_error"]))
-        assert summary["steps"] == 2 and len(read_jsonl(out / key / "metrics.jsonl")) == 1
+        assert summary["steps"] == 2 and len(read_jsonl(out / "runs" / key / "metrics.jsonl")) == 1
     assert len(results["4x-448"]["centre_in_box_per_transformer"]) == 4
-    assert "transformer.scale_mean" in read_jsonl(out / "4x-448" / "metrics.jsonl")[0]  # θ diagnostics
+    assert "transformer.scale_mean" in read_jsonl(out / "runs" / "4x-448" / "metrics.jsonl")[0]  # θ diagnostics
     for key in ("2x-224", "2x-448", "4x-448"):
         with Image.open(out / key / "attention.png") as figure:
             assert figure.format == "PNG" and figure.width > 300
@@ -82,6 +84,11 @@ def test_smoke_run_on_real_cub_images(cub_root, tmp_path, monkeypatch):
 
     monkeypatch.setattr(table3, "make_trainer", fail)
     assert table3.run(parse(*argv)) == 0
+    (out / "2x-224" / "result.json").unlink()  # a finished run without its result: its checkpoint is scored
+    assert table3.run(parse(*argv)) == 0
+    again = json.loads((out / "2x-224" / "result.json").read_text())
+    assert again.keys() == results["2x-224"].keys() and again["accuracy"] == results["2x-224"]["accuracy"]
+    assert again["window_on_box"] == pytest.approx(results["2x-224"]["window_on_box"], abs=1e-5)
 
 
 def test_interrupted_run_resumes_to_the_same_weights_and_eval_reproduces_it(cub_root, tmp_path, monkeypatch, capsys):
@@ -98,25 +105,25 @@ def test_interrupted_run_resumes_to_the_same_weights_and_eval_reproduces_it(cub_
 
     monkeypatch.setattr(Trainer, "train_step", step_then_signal)
     assert table3.run(parse(*tiny_args(cub_root, resumed, "--runs", "2x-224"))) == 128 + signal.SIGTERM
-    assert load_checkpoint(resumed / "2x-224")["step"] == 3 and not (resumed / "2x-224" / "result.json").exists()
+    assert load_checkpoint(resumed / "runs" / "2x-224")["step"] == 3 and not (resumed / "2x-224").exists()
     monkeypatch.undo()
     assert table3.run(parse(*tiny_args(cub_root, resumed, "--runs", "2x-224"))) == 0
 
-    a, b = load_checkpoint(straight / "2x-224"), load_checkpoint(resumed / "2x-224")
+    a, b = load_checkpoint(straight / "runs" / "2x-224"), load_checkpoint(resumed / "runs" / "2x-224")
     assert a["step"] == b["step"] == 4 and a["model"].keys() == b["model"].keys()
     for key in a["model"]:
         assert torch.equal(a["model"][key], b["model"][key]), key
     keys = ("epoch", "step", "lr", "train_loss", "train_error", "test_loss", "test_error", "transformer.shift_mean")
-    assert [[r[k] for k in keys] for r in read_jsonl(straight / "2x-224" / "metrics.jsonl")] == [
-        [r[k] for k in keys] for r in read_jsonl(resumed / "2x-224" / "metrics.jsonl")
+    assert [[r[k] for k in keys] for r in read_jsonl(straight / "runs" / "2x-224" / "metrics.jsonl")] == [
+        [r[k] for k in keys] for r in read_jsonl(resumed / "runs" / "2x-224" / "metrics.jsonl")
     ]
     first, second = (json.loads((d / "2x-224" / "result.json").read_text()) for d in (straight, resumed))
     assert first["accuracy"] == second["accuracy"] and first["centre_in_box"] == second["centre_in_box"]
 
     capsys.readouterr()
-    assert main(["eval", str(resumed / "2x-224"), "--json"]) == 0
+    assert main(["eval", str(resumed / "runs" / "2x-224"), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
-    summary = json.loads((resumed / "2x-224" / "summary.json").read_text())
+    summary = json.loads((resumed / "runs" / "2x-224" / "summary.json").read_text())
     assert scored["model"] == "cub-st-cnn-2x" and scored["test_samples"] == 10
     assert scored["test_error"] == summary["test_error"]
     assert scored["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-5)

@@ -14,9 +14,10 @@ Recipe (ours where the paper is silent): an ImageNet-pretrained backbone from ti
 ``inception_v3``; the paper's is Inception with batch norm), SGD with momentum 0.9, batch 32, learning rate 0.01
 divided by 10 at 2/3 of training, weight decay 1e-4, random horizontal flips; the localisation net learns 1e-4
 times slower than the rest (the paper trains it far slower). Budgets: ``quick`` 5 epochs, ``paper`` 50 epochs.
-Each row is one run of the training engine in ``<out>/<run>/`` (checkpoint every epoch, ``metrics.jsonl`` with
-the θ statistics, ``summary.json``; see :mod:`stn.engine.trainer`) plus ``result.json`` and the figure: a
-finished row is skipped, an interrupted one resumed, and ``stn eval <out>/<run>`` scores its checkpoint again.
+Each row is one run of the training engine in ``<runs-dir>/<run>/`` (checkpoint every epoch, ``metrics.jsonl``
+with the θ statistics, ``summary.json``; see :mod:`stn.engine.trainer`), its ``result.json`` and figure go to
+``<out>/<run>/``: a finished row is skipped, an interrupted one resumed, and ``stn eval <runs-dir>/<run>``
+scores its checkpoint again.
 The data spec (kind ``"cub"``) records the photos' size and the subsets, so ``stn eval`` rebuilds the test set.
 
 Example (shell)::
@@ -42,16 +43,18 @@ from torch.utils.data import DataLoader, Dataset
 from stn.data.cub import CUB200
 from stn.data.datasets import block_seed
 from stn.engine.callbacks import Figures, Reports, ThetaHistory, ThetaStats
+from stn.engine.checkpoint import load_model
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.metrics import format_markdown_table
-from stn.engine.options import positive_int
+from stn.engine.options import option_type, positive_int
 from stn.engine.tasks import ClassificationTask
-from stn.engine.trainer import Trainer, run_status
+from stn.engine.trainer import Trainer, read_summary, resolve_device, run_status
 from stn.experiments._appendix import add_common_arguments
 from stn.experiments.table1 import config_from_args
 from stn.io import atomic_path, write_text_atomic
 from stn.models import create_model
 from stn.models.cub import attention_boxes
+from stn.models.registry import model_spec
 
 __all__ = [
     "BUDGETS",
@@ -95,6 +98,7 @@ _RECIPE = {
     "localization_lr_scale": 1e-4,
     "eval_batch_size": 64,
     "theta_samples": 8,  # the θ history keeps these test images in the checkpoint: 2.4 MB each at 448 px
+    "num_workers": 4,  # decoding the photos
 }
 BUDGETS = {
     "quick": Preset("5 epochs", {"epochs": 5, **_RECIPE}),
@@ -161,13 +165,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, BUDGETS, "results/table3", recipe=True, mnist=False)
     parser.add_argument("--cub-root", required=True, type=Path, help="the CUB_200_2011 folder (or its parent)")
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="rows of the table to run")
+    parser.add_argument(
+        "--runs-dir",
+        type=Path,
+        default=Path("runs/table3"),
+        help="where each row's run (checkpoint, metrics, curves) lives (default runs/table3)",
+    )
     parser.add_argument("--backbone", default="inception_v3", help="built-in (tiny, resnet18) or a timm model name")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialisation")
     parser.add_argument("--input-size", type=positive_int, default=448, help="S, the full input size (crops are S/2)")
     parser.add_argument("--limit-train", type=positive_int, help="use only N training images (evenly spaced)")
     parser.add_argument("--limit-test", type=positive_int, help="use only N test images (evenly spaced)")
     parser.add_argument("--figure-images", type=positive_int, default=8, help="test images in each figure")
-    parser.add_argument("--workers", type=int, default=4, help="data loading processes (default 4)")
+    parser.add_argument(
+        "--num-workers",
+        "--workers",
+        dest="num_workers",
+        type=option_type("num_workers"),
+        help="data-loading processes (default 4)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -218,11 +234,28 @@ def attention_theta(model: nn.Module, test_set: Dataset, batch_size: int, num_wo
     return torch.cat([model(x.to(device), return_theta=True)[1].cpu() for x, _ in loader])
 
 
+def _trained_model(
+    key: str, args: argparse.Namespace, config: TrainConfig, spec: dict[str, Any], run_dir: Path
+) -> nn.Module | int:
+    """The model of row ``key``'s run: trained (or resumed), or loaded when the run finished before; the exit
+    code if the training was interrupted."""
+    if run_status(run_dir, config, spec) == "done":
+        return load_model(run_dir, resolve_device(config.device))[0]
+    trainer = make_trainer(
+        key, config, spec, run_dir, backbone=args.backbone, pretrained=args.pretrained, progress=not args.quiet
+    )
+    outcome = trainer.fit()
+    if not outcome.finished:
+        print(f"{RUNS[key].label} interrupted at step {outcome.step}; run the command again to resume")
+        return 128 + (outcome.signal or 0)
+    return trainer.model
+
+
 def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | int:
-    """Train (or resume) and score row ``key``; its result, or the exit code of an interrupted run."""
+    """Train (or resume) and score row ``key``: its result (``<out>/<key>/result.json``, read when there and the
+    run in ``<runs-dir>/<key>`` finished with the same recipe and data), or the exit code of an interrupted run."""
     row = RUNS[key]
-    run_dir = Path(args.out) / key
-    result_path = run_dir / "result.json"
+    run_dir, result_path = Path(args.runs_dir) / key, Path(args.out) / key / "result.json"
     size = args.input_size if row.full_resolution else args.input_size // 2
     spec = cub_spec(
         args.cub_root, image_size=size, limit_train=args.limit_train, limit_test=args.limit_test, seed=config.seed
@@ -230,36 +263,34 @@ def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[st
     if run_status(run_dir, config, spec) == "done" and result_path.is_file():
         print(f"{row.label}: done before, see {result_path}")
         return json.loads(result_path.read_text(encoding="utf-8"))
-    trainer = make_trainer(
-        key, config, spec, run_dir, backbone=args.backbone, pretrained=args.pretrained, progress=not args.quiet
-    )
-    outcome = trainer.fit()
-    if not outcome.finished:
-        print(f"{row.label} interrupted at step {outcome.step}; run the command again to resume")
-        return 128 + (outcome.signal or 0)
-    summary, test_set = outcome.summary, trainer.eval_data
+    model = _trained_model(key, args, config, spec, run_dir)
+    if isinstance(model, int):
+        return model
+    summary, test_set = read_summary(run_dir), cub_data(spec, "test")
     result = {
         "run": key,
         "label": row.label,
         "accuracy": 100 * round((1 - summary["test_error"]) * len(test_set)) / len(test_set),
         "test_images": len(test_set),
-        "train_images": len(trainer.train_data),
+        "train_images": summary["train_samples"],
         "classes": test_set.num_classes,
         "image_size": size,
         "model": row.model,
-        **trainer.model_spec["kwargs"],
+        **model_spec(model)["kwargs"],
         "params": summary["params"],
         "train_seconds": summary["time_s"],
         "budget": args.budget,
         **config.to_dict(),
-        "device": str(trainer.device),
+        "device": str(next(model.parameters()).device),
     }
     if row.model != "cub-cnn":
-        theta = attention_theta(trainer.model, test_set, config.eval_batch_size, config.num_workers)
+        theta = attention_theta(model, test_set, config.eval_batch_size, config.num_workers)
         result.update(attention_stats(theta, test_set.boxes))
         shown = torch.linspace(0, len(test_set) - 1, min(args.figure_images, len(test_set))).round().long()
         images = torch.stack([test_set[int(i)][0] for i in shown])
-        draw_attention(images, test_set.boxes[shown], attention_boxes(theta[shown]), run_dir / "attention.png")
+        draw_attention(
+            images, test_set.boxes[shown], attention_boxes(theta[shown]), result_path.with_name("attention.png")
+        )
     write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
     return result
 
@@ -269,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     ``<out>/table3.md`` and the attention figures. Returns 0, or 128 + the signal that interrupted a run."""
     if args.input_size < 2 or args.input_size % 2:
         raise ValueError(f"--input-size must be an even number of pixels, got {args.input_size}")
-    config = config_from_args(BUDGETS, args, num_workers=args.workers)
+    config = config_from_args(BUDGETS, args)
     for key in args.runs:
         result = _run_row(key, args, config)
         if isinstance(result, int):
