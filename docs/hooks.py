@@ -7,8 +7,6 @@
 * ``::: stn.pkg.*`` in a page stands for the package's docstring followed by one mkdocstrings directive per
   public module under it (found in ``src/``), so the API reference follows modules as they are added, moved or
   removed, and documents each object once, in its home module (a package's re-exports are not repeated).
-* An API directive for a module inside a folder without ``__init__.py`` is replaced by a note: griffe, which
-  mkdocstrings uses, does not read namespace packages nested in a regular package and would fail the whole build.
 """
 
 from __future__ import annotations
@@ -25,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src"
 RESULTS = "results"
 _RESULTS_LINK = re.compile(r"\]\((?:\.\./)+" + RESULTS + "/")
-_DIRECTIVE = re.compile(r"^::: ([\w.]+)\n((?:    .*\n)*)", re.M)
 _PACKAGE = re.compile(r"^::: ([\w.]+)\.\*[ \t]*$", re.M)
 
 
@@ -54,7 +51,7 @@ def own_members(package: str) -> list[str]:
     """Public names that ``package``'s ``__init__.py`` defines itself (not those it imports)."""
     init = SRC.joinpath(*package.split("."), "__init__.py")
     names = []
-    for node in ast.parse(init.read_text(encoding="utf-8")).body if init.exists() else []:
+    for node in ast.parse(init.read_text(encoding="utf-8")).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.append(node.name)
         elif isinstance(node, (ast.Assign, ast.AnnAssign)):
@@ -67,39 +64,13 @@ def _expand_package(match: re.Match) -> str:
     package = match.group(1)
     members = own_members(package)
     listed = "\n".join(f"        - {name}" for name in members)
-    directives = [
-        f"::: {package}\n    options:\n      members:\n{listed}\n"
-        if members
-        else f"::: {package}\n    options:\n      members: false\n"
-    ]
+    selection = f"\n{listed}" if members else " false"
+    directives = [f"::: {package}\n    options:\n      members:{selection}\n"]
     directives += [f"::: {name}\n" for name in public_modules(package)]
     return "\n".join(directives)
-
-
-def _namespace_folder(dotted: str) -> Path | None:
-    """The first package folder on the way to module ``dotted`` that lacks ``__init__.py``, else None."""
-    parts = dotted.split(".")
-    for depth in range(1, len(parts)):
-        folder = SRC.joinpath(*parts[:depth])
-        if folder.is_dir() and not (folder / "__init__.py").exists():
-            return folder
-    return None
-
-
-def _directive(match: re.Match) -> str:
-    folder = _namespace_folder(match.group(1))
-    if folder is None:
-        return match.group(0)
-    where = folder.relative_to(ROOT).as_posix()
-    return (
-        f'!!! warning "`{match.group(1)}`: reference not generated"\n'
-        f"    `{where}` has no `__init__.py`, and the documentation generator only reads regular packages. "
-        f"Read the docstrings in `{where}/` meanwhile.\n\n"
-    )
 
 
 def on_page_markdown(markdown: str, page: Page, config: MkDocsConfig, files: Files) -> str:
     depth = page.file.src_uri.count("/")
     markdown = _RESULTS_LINK.sub("](" + "../" * depth + RESULTS + "/", markdown)
-    markdown = _PACKAGE.sub(_expand_package, markdown)
-    return _DIRECTIVE.sub(_directive, markdown)
+    return _PACKAGE.sub(_expand_package, markdown)
