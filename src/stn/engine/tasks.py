@@ -112,7 +112,7 @@ class SequenceTask(Task):
         output = output.float()
         losses = F.cross_entropy(output.transpose(1, 2), target, reduction="none").sum(1)  # (B,)
         wrong = output.argmax(2) != target  # (B, L)
-        sums = [losses.sum().double(), wrong.any(1).sum().double(), wrong.double().mean(1).sum()]
+        sums = [losses.detach().sum().double(), wrong.any(1).sum().double(), wrong.double().mean(1).sum()]
         return losses.mean(), torch.stack(sums)
 
 
@@ -129,7 +129,7 @@ class RegressionTask(Task):
 
     def evaluate(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
         losses = (output.float() - target.float()).pow(2).flatten(1).mean(1)
-        return losses.mean(), losses.sum().double().unsqueeze(0)
+        return losses.mean(), losses.detach().sum().double().unsqueeze(0)
 
 
 _TASKS = {t.name: t for t in (ClassificationTask, SequenceTask, RegressionTask)}

@@ -85,7 +85,6 @@ __all__ = [
     "read_summary",
     "resolve_device",
     "run_status",
-    "scheduled_step",
 ]
 
 CONFIG_FILE = "config.json"
@@ -167,25 +166,6 @@ def apply_lr_schedule(
     return factor
 
 
-def scheduled_step(
-    loss: Tensor,
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    total_steps: int,
-    milestones: tuple[float, ...],
-    *,
-    gamma: float = 0.1,
-) -> None:
-    """One optimisation step on ``loss`` at the learning rates of ``step`` (see :func:`apply_lr_schedule`).
-
-    Kept for the experiments that still run their own loop (CUB, 3-D) until they move onto :class:`Trainer`.
-    """
-    apply_lr_schedule(optimizer, step, total_steps, milestones, gamma=gamma)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
 # --- data ----------------------------------------------------------------------------------------------------
 
 
@@ -208,7 +188,14 @@ def _eval_batches(
             yield inputs[idx], targets[idx]
         return
     share = Subset(data, range(ctx.rank, len(data), ctx.world_size))
-    for x, y in DataLoader(share, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda"):
+    loader = DataLoader(
+        share,
+        batch_size,
+        num_workers=num_workers,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(0),  # not the global RNG: evaluating must not change training
+    )
+    for x, y in loader:
         yield _to(x, device), _to(y, device)
 
 
@@ -592,7 +579,7 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        return torch.cat([sums, sums.new_tensor([len(y)])])
+        return torch.cat([sums.detach(), sums.new_tensor([len(y)])])
 
     def _train_batches(self, epoch: int, first: int, last: int) -> Iterator[tuple[Tensor, Tensor]]:
         """Batches ``first`` to ``last - 1`` of ``epoch``: this process's slice of each global batch."""
@@ -613,7 +600,11 @@ class Trainer:
             set_epoch(epoch)
         batches = [order[i * c.batch_size : (i + 1) * c.batch_size][lo:hi].tolist() for i in range(first, last)]
         loader = DataLoader(
-            self.train_data, batch_sampler=batches, num_workers=c.num_workers, pin_memory=self.device.type == "cuda"
+            self.train_data,
+            batch_sampler=batches,
+            num_workers=c.num_workers,
+            pin_memory=self.device.type == "cuda",
+            generator=generator,  # the workers' seeds; the global RNG (dropout...) stays the model's alone
         )
         for x, y in loader:
             yield _to(x, self.device), _to(y, self.device)
@@ -663,6 +654,8 @@ class Trainer:
             remove_stale_temp_files(self.run_dir)
             write_text_atomic(self.run_dir / CONFIG_FILE, json.dumps(self._run_config(), indent=2) + "\n")
             log = MetricsLog(self.run_dir, self.history, tensorboard=c.tensorboard)
+        if self.step == 0 and not self.history:  # a fresh run: dropout & co. draw from the seed (resume restores)
+            torch.manual_seed(block_seed("train", c.seed))
         for callback in self.callbacks:
             callback.on_fit_start(self)
         bar = tqdm(
@@ -700,7 +693,9 @@ class Trainer:
                                 img_s=f"{seen * self.ctx.world_size / self.epoch_time:.0f}",
                             )
                         if any_process(stop.signum is not None, self.ctx, self.device):
-                            self._save()
+                            if self.step == epoch * self.steps_per_epoch + last:  # the epoch is complete
+                                self._end_epoch(epoch, lr, log)
+                            self._save(finished=self.step >= self.total_steps)
                             if self.ctx.is_main:
                                 tqdm.write(
                                     f"stopped at step {self.step}/{self.total_steps}; checkpoint saved to "
