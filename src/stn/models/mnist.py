@@ -79,6 +79,8 @@ class Standardize(nn.Module):
     of the sampler, so that the transformer's zero padding still equals the background.
 
     Example:
+        >>> import torch
+        >>> from stn.models.mnist import Standardize
         >>> Standardize(0.5, 0.25)(torch.tensor([0.0, 0.5, 1.0]))
         tensor([-2.,  0.,  2.])
     """

@@ -62,6 +62,8 @@ def model_spec(model: nn.Module) -> dict | None:
     defaults included, so that the same call rebuilds it); ``None`` for a model built another way.
 
     Example:
+        >>> from stn.models import create_model
+        >>> from stn.models.registry import model_spec
         >>> model_spec(create_model("cnn", in_shape=(1, 28, 28)))["kwargs"]["in_shape"]
         (1, 28, 28)
     """
