@@ -11,6 +11,9 @@ Statistics are computed from the sampling grid ``T_θ(G)`` itself, so they mean 
 * ``outside_frac``: fraction of grid points outside the input ``[-1, 1]^n`` (those read the padding).
 
 Example:
+    >>> import torch
+    >>> from stn import sampling_grid
+    >>> from stn.modules.diagnostics import grid_stats
     >>> theta = torch.tensor([[2.0, 0, 0, 0, 2.0, 0]])  # zoom out 2x
     >>> stats = grid_stats(sampling_grid(theta, "affine", (28, 28)))
     >>> round(stats["scale_mean"], 3), round(stats["outside_frac"], 2)
@@ -152,7 +155,9 @@ def capture_transformers(model: nn.Module, x: Tensor) -> dict[str, TransformerCa
     """Run ``model`` on ``x`` and record, for every spatial transformer inside it, its input, θ, grid and output.
 
     Example:
+        >>> import torch
         >>> from stn.models import create_model
+        >>> from stn.modules.diagnostics import capture_transformers
         >>> x = torch.rand(8, 1, 42, 42)
         >>> captures = capture_transformers(create_model("st-cnn-aff", in_shape=(1, 42, 42)), x)
         >>> captures["transformer"].theta.shape
