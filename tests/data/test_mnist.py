@@ -59,6 +59,10 @@ def test_an_explicit_root_without_files_is_an_error_not_a_fallback(
         for pair in mnist_module.FILES.values():
             assert all(name in message for name in pair)
     assert find_mnist("test", empty) is None
+    assert "(no such folder)" in str(info.value)
+    empty.mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"^no MNIST in \S+empty: expected"):
+        load_mnist(empty, split="train")
 
 
 def test_nothing_found_names_the_files_and_folders(

@@ -237,8 +237,9 @@ def _file_names() -> str:
 def _missing_help(root: str | os.PathLike | None) -> str:
     if root is not None:
         folder = search_dirs(root)[0]
+        state = "" if folder.is_dir() else " (a file, not a folder)" if folder.exists() else " (no such folder)"
         return (
-            f"no MNIST in {folder}: expected the four files {_file_names()} (gzipped or not) in it, in its "
+            f"no MNIST in {folder}{state}: expected the four files {_file_names()} (gzipped or not) in it, in its "
             f"mnist/ or in its MNIST/raw/ sub-folder; copy them there, or fetch them with "
             f"`stn data download --data-dir {folder}` (download=True in Python)"
         )
