@@ -148,7 +148,15 @@ def box_iou(a: Tensor, b: Tensor) -> Tensor:
 def candidate_crops(size: int, crop: int, stride: int) -> Tensor:
     """Attention θ ``(G, 3)`` of the ``crop``-pixel square windows of a ``size``-pixel square image whose corners
     step by ``stride`` pixels from the top-left window, row by row (the last row and column may stop short of the
-    border); ``G = k²`` with ``k = (size - crop) // stride + 1``."""
+    border); ``G = k²`` with ``k = (size - crop) // stride + 1``.
+
+    Example:
+        >>> theta = candidate_crops(84, 28, 28)  # the 3x3 tiling of an 84x84 image by 28x28 crops
+        >>> theta.shape, theta[4]  # the middle one: (scale 1/3, the image centre)
+        (torch.Size([9, 3]), tensor([0.3333, 0.0000, 0.0000]))
+        >>> attention_boxes(theta[:1], (84, 84)).round()  # the top-left one, in pixel edges
+        tensor([[ 0.,  0., 28., 28.]])
+    """
     if not 0 < crop <= size or stride < 1:
         raise ValueError(f"need 0 < crop <= size and stride >= 1, got size {size}, crop {crop}, stride {stride}")
     centres = (torch.arange(0, size - crop + 1, stride) + crop / 2) * 2 / size - 1

@@ -349,7 +349,14 @@ def write_table(out: str | Path) -> Path:
 def attention_stats(theta: Tensor, boxes: Tensor) -> dict[str, float | list[float]]:
     """How the attention windows of θ ``(N, T, 3)`` sit on the ground-truth boxes ``(N, 4)`` (normalised
     ``(x0, y0, x1, y1)``): ``centre_in_box`` (share of windows whose centre is in the box), ``window_on_box``
-    (mean share of a window's area inside the box), and both per transformer (``..._per_transformer``)."""
+    (mean share of a window's area inside the box), and both per transformer (``..._per_transformer``).
+
+    Example:
+        >>> window = torch.tensor([[[0.5, 0.0, 0.0]]])  # one transformer reading [-0.5, 0.5]²
+        >>> stats = attention_stats(window, torch.tensor([[-1.0, -1.0, 0.0, 0.0]]))  # the top-left quarter
+        >>> stats["centre_in_box"], stats["window_on_box"]
+        (1.0, 0.25)
+    """
     windows = attention_boxes(theta)  # (N, T, 4)
     box = boxes[:, None, :]
     cx, cy = theta[..., 1], theta[..., 2]
