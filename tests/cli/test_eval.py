@@ -13,13 +13,11 @@ from stn.cli import main
 def test_eval_reproduces_the_runs_test_error(
     trained_run: Path, tiny_mnist: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert (
-        main(["eval", str(trained_run / "checkpoint.pt"), "--num-test", "32", "--data-dir", str(tiny_mnist), "--json"])
-        == 0
-    )
+    capsys.readouterr()
+    assert main(["eval", str(trained_run), "--data-dir", str(tiny_mnist), "--json"]) == 0  # a run folder
     result = json.loads(capsys.readouterr().out)
     summary = json.loads((trained_run / "summary.json").read_text())
-    assert result["test_error"] == pytest.approx(summary["test_error"])
+    assert result["test_error"] == summary["test_error"] and result["test_loss"] == summary["test_loss"]  # exactly
     assert result["data"] == "r" and result["test_samples"] == 32
 
 
@@ -34,3 +32,20 @@ def test_a_corrupt_checkpoint_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "bad.pt").write_bytes(b"\x00" * 100)
     assert main(["eval", str(tmp_path / "bad.pt")]) == 1
     assert "corrupt" in capsys.readouterr().err
+
+
+def test_a_run_on_the_users_own_data_says_it_cannot_be_rebuilt(tmp_path: Path, capsys) -> None:
+    import torch
+    from torch.utils.data import TensorDataset
+
+    from stn.engine import ClassificationTask, TrainConfig, Trainer
+    from stn.models import create_model
+
+    data = TensorDataset(torch.rand(16, 1, 12, 12), torch.randint(0, 2, (16,)))
+    model = create_model("fcn", in_shape=(1, 12, 12), num_classes=2, target_params=2_000)
+    config = TrainConfig(iterations=1, batch_size=8, device="cpu")
+    Trainer(model, data, data, ClassificationTask(2), config, run_dir=tmp_path, progress=False).fit()
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "stn cannot rebuild it" in err and "stn.engine.evaluate" in err and len(err.strip().splitlines()) == 1

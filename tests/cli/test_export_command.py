@@ -10,7 +10,7 @@ from stn.cli import main
 
 
 def test_export_torchscript_beside_the_checkpoint(trained_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["export", str(trained_run / "checkpoint.pt"), "--format", "torchscript"]) == 0
+    assert main(["export", str(trained_run), "--format", "torchscript"]) == 0  # a run folder: its checkpoint
     out = capsys.readouterr().out
     assert (trained_run / "model.torchscript.pt").is_file()
     assert "largest difference" in out

@@ -99,3 +99,28 @@ def test_table1_learning_rate_follows_the_budget_unless_given(
     assert config["config"]["lr"] == lr
     command = (tmp_path / "table1.md").read_text().split("Command: `")[1].split("`")[0]
     assert ("--lr" in command) == ("--lr" in extra)
+
+
+def test_table1_help_shows_each_budgets_own_learning_rate_and_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    from stn.experiments.table1 import BUDGETS
+
+    with pytest.raises(SystemExit):
+        main(["reproduce", "table1", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, budget in BUDGETS.items():
+        assert f"{budget.iterations:,} steps of {budget.batch_size} at lr {budget.lr:g}" in text, name
+    lrs = ", ".join(f"{name} {budget.lr:g}" for name, budget in BUDGETS.items())
+    assert f"base learning rate (default: {lrs})" in text
+    assert BUDGETS["quick"].lr != BUDGETS["paper"].lr  # the help would hide nothing otherwise
+
+
+@pytest.mark.parametrize("experiment", ["table1", "addition"])
+def test_out_naming_an_existing_file_is_one_clear_line(
+    experiment: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", experiment, "--out", str(tmp_path / "file")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "is an existing file" in err and len(err.strip().splitlines()) == 1

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import matplotlib
 
@@ -18,12 +17,10 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from stn.engine.options import add_training_options
+from stn.engine.options import add_training_options, output_folder
 from stn.viz import save_figure
 
-__all__ = ["add_common_arguments", "budget_from_args", "image_rows"]
-
-B = TypeVar("B")
+__all__ = ["add_common_arguments", "image_rows"]
 
 Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixel edges
 
@@ -40,7 +37,7 @@ def add_common_arguments(
     recipe options (``recipe=True``, see :func:`stn.engine.options.add_training_options`) or only ``--device``
     and ``--seed``."""
     parser.add_argument("--budget", choices=sorted(budgets), default="quick", help="training length (default quick)")
-    parser.add_argument("--out", type=Path, default=Path(out), help=f"output folder (default {out})")
+    parser.add_argument("--out", type=output_folder, default=Path(out), help=f"output folder (default {out})")
     if mnist:
         parser.add_argument("--data-dir", help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn)")
     if recipe:
@@ -48,15 +45,6 @@ def add_common_arguments(
         return
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
     parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the training data")
-
-
-def budget_from_args(budgets: dict[str, B], args: argparse.Namespace, fields: Iterable[str]) -> B:
-    """The budget ``args.budget`` with each of ``fields`` that was given on the command line (not None) replaced.
-
-    Example:
-        >>> budget_from_args({"quick": Budget(iterations=10, batch_size=8)}, args, ["iterations"])  # doctest: +SKIP
-    """
-    return replace(budgets[args.budget], **{f: getattr(args, f) for f in fields if getattr(args, f) is not None})
 
 
 def image_rows(

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stn.engine.config import Preset
-from stn.engine.options import add_data_options, add_training_options, name_list, positive_int
+from stn.engine.options import add_data_options, add_training_options, name_list, output_folder, positive_int
 
 if TYPE_CHECKING:
     from stn.engine.config import TrainConfig
@@ -124,7 +124,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--budget", choices=tuple(BUDGETS), default="quick", help=budget_help(BUDGETS))
     parser.add_argument("--seeds", type=positive_int, default=1, help="runs per cell with seeds 0..N-1 (default 1)")
-    parser.add_argument("--out", default=None, help="output folder (default runs/table1-<budget>)")
+    parser.add_argument("--out", type=output_folder, default=None, help="output folder (default runs/table1-<budget>)")
     add_training_options(parser, BUDGETS)
     parser.add_argument("--num-train", type=positive_int, default=None, help="train on a fixed subset of N digits")
     parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
