@@ -15,7 +15,7 @@ import stn
 from stn.engine.checkpoint import CheckpointError, load_checkpoint
 from stn.engine.config import TrainConfig
 from stn.engine.metrics import read_jsonl
-from stn.engine.trainer import Trainer, apply_lr_schedule, learning_rate, make_sgd, scheduled_step
+from stn.engine.trainer import Trainer, apply_lr_schedule, learning_rate, make_sgd
 from stn.experiments.table1 import make_trainer
 
 
@@ -62,19 +62,6 @@ def test_the_schedule_keeps_each_groups_ratio_to_the_base_rate() -> None:
         assert [g["initial_lr"] for g in optimizer.param_groups] == [0.01, 0.001]
     apply_lr_schedule(optimizer, 1, 2, (0.5,), gamma=0.5)
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx([0.005, 0.0005])
-
-
-def test_a_scheduled_step_descends_on_fresh_gradients_at_the_steps_rate() -> None:
-    w = nn.Parameter(torch.tensor(3.0))
-    optimizer = torch.optim.SGD([w], lr=0.1)
-    losses = []
-    for step in range(2):
-        loss = w**2
-        losses.append(loss.item())
-        scheduled_step(loss, optimizer, step, 2, (0.5,))
-    # step 0: w -= 0.1 * 6; step 1 at lr 0.01 on the gradient 4.8 alone (accumulated ones would give 2.292)
-    assert w.item() == pytest.approx(2.352)
-    assert (w**2).item() < losses[1] < losses[0]
 
 
 def test_a_run_writes_checkpoint_metrics_summary_and_figures(tiny_mnist: Path, tmp_path: Path) -> None:
