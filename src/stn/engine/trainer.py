@@ -640,12 +640,16 @@ class Trainer:
         return record
 
     def fit(self) -> TrainResult:
-        """Train to ``total_steps`` (or until SIGINT / SIGTERM) and return how it ended; releases the folder."""
+        """Train to ``total_steps`` (or until SIGINT / SIGTERM) and return how it ended; then :meth:`close`."""
         try:
             return self._fit()
         finally:
-            self._release()
-            close_distributed(self.ctx)
+            self.close()
+
+    def close(self) -> None:
+        """Release the run folder and leave the process group (what :meth:`fit` does when it returns)."""
+        self._release()
+        close_distributed(self.ctx)
 
     def _fit(self) -> TrainResult:
         c = self.config
