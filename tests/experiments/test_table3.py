@@ -179,3 +179,8 @@ def test_draw_attention_writes_a_png(tmp_path):
     for colour in [(31, 119, 180), (255, 127, 14), (255, 255, 255)]:  # the two transformers' colours, the box
         assert (np.abs(pixels.astype(int) - colour).sum(1) < 30).any(), colour
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+
+
+def test_the_spec_keeps_the_photos_folder_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # stn eval may run from another folder than the training
+    assert table3.cub_spec("cub", image_size=8)["root"] == str(tmp_path.resolve() / "cub")

@@ -169,3 +169,9 @@ def test_interrupted_run_resumes_to_the_same_weights_and_eval_reproduces_it(
     summary = json.loads((tmp_path / "runs-resumed" / "volume-st" / "summary.json").read_text())
     assert scored["model"] == "volume-st" and scored["test_samples"] == 6
     assert scored["test_error"] == summary["test_error"] and scored["test_loss"] == summary["test_loss"]
+
+
+def test_the_spec_keeps_the_mnist_folder_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # stn eval may run from another folder than the training
+    assert volume3d.volume_spec(root="mnist")["root"] == str(tmp_path.resolve() / "mnist")
+    assert volume3d.volume_spec()["root"] is None  # the default search

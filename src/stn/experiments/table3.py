@@ -119,10 +119,11 @@ def cub_spec(
     seed: int = 0,
 ) -> dict[str, Any]:
     """The data spec of a CUB run (kind ``"cub"``, see :mod:`stn.experiments.sources`): photos resized to
-    ``image_size``, the first ``limit_*`` evenly spaced images of each split, flips seeded by ``seed``."""
+    ``image_size``, ``limit_*`` evenly spaced images of each split (None: all), flips seeded by ``seed``;
+    ``root`` is kept absolute, so that ``stn eval`` finds the photos from any folder."""
     return {
         "kind": "cub",
-        "root": str(root),
+        "root": str(Path(root).expanduser().resolve()),
         "image_size": image_size,
         "limit_train": limit_train,
         "limit_test": limit_test,

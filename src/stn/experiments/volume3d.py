@@ -234,7 +234,8 @@ def volume_spec(
 ) -> dict[str, Any]:
     """The data spec of a 3-D run (kind ``"posed-volumes"``, see :mod:`stn.experiments.sources`): the first
     ``num_*`` MNIST digits of each split (all: None) in poses drawn from ``seed`` (the test set's from
-    :data:`~stn.engine.config.TEST_SEED`); ``root``: where MNIST is."""
+    :data:`~stn.engine.config.TEST_SEED`); ``root``: where MNIST is (kept absolute, so that ``stn eval`` finds it
+    from any folder; None: the default search)."""
     return {
         "kind": "posed-volumes",
         "seed": seed,
@@ -242,7 +243,7 @@ def volume_spec(
         "num_test": num_test,
         "max_angle": max_angle,
         "max_translation": max_translation,
-        "root": None if root is None else str(root),
+        "root": None if root is None else str(Path(root).expanduser().resolve()),
     }
 
 
