@@ -397,6 +397,24 @@ class Trainer:
             raise ValueError(
                 f"batch_size {config.batch_size} must divide evenly over the {self.ctx.world_size} processes"
             )
+        self._lock = RunLock(self.run_dir) if self.ctx.is_main else None
+        if self._lock is not None:
+            self._lock.acquire()  # first: a second process on the folder fails before any work
+        try:
+            self._build(model, train_data, eval_data, callbacks, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _build(
+        self,
+        model: nn.Module,
+        train_data: Dataset,
+        eval_data: Dataset,
+        callbacks: Sequence[Callback] | None,
+        resume: bool,
+    ) -> None:
+        config = self.config
         self.train_data, self.eval_data = train_data, eval_data
         if len(train_data) < config.batch_size:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_data)} training samples")
@@ -426,14 +444,7 @@ class Trainer:
         self.elapsed = 0.0  # wall-clock seconds of the whole run (data, evaluation, checkpoints included)
         self._clock = time.perf_counter()
         self.history: list[dict[str, Any]] = []
-        self._lock = RunLock(self.run_dir) if self.ctx.is_main else None
-        if self._lock is not None:
-            self._lock.acquire()
-        try:
-            self._restore(resume)
-        except BaseException:
-            self._release()
-            raise
+        self._restore(resume)
 
     # --- pieces -----------------------------------------------------------------------------------------------
 
