@@ -28,8 +28,8 @@ def _visualize(args: argparse.Namespace) -> int:
     shape = tuple(checkpoint.get("input_shape") or ())
     if len(shape) != 3:
         raise ValueError(
-            f"{checkpoint['model_name']} takes inputs {shape}: only 2-D images (C, H, W) can be drawn; use "
-            "stn.viz.training_gif / the experiment's own figure for others"
+            f"{checkpoint['model_name']} takes inputs {shape}: only transformers of 2-D images (C, H, W) can be "
+            "drawn here (the 3-D experiment draws its own figure, projections.png)"
         )
     test = load_test_set(checkpoint, args)
     last = min(args.first + args.num, len(test))
