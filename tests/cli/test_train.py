@@ -108,3 +108,30 @@ def test_the_config_json_of_a_run_resumes_with_every_model_argument(trained_run:
     config = json.loads((trained_run / "config.json").read_text())
     assert checkpoint["model_kwargs"] == {k: tuple(v) if isinstance(v, list) else v
                                           for k, v in config["model"]["kwargs"].items()}  # fmt: skip
+
+
+def test_sigterm_to_a_running_stn_train_saves_and_the_run_resumes(tiny_mnist: Path, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from stn.engine.checkpoint import load_checkpoint
+
+    out = tmp_path / "run"
+    argv = ["train", "--data", "r", "--model", "fcn", "--target-params", "5000", "--iterations", "3000",
+            "--batch-size", "8", "--num-train", "96", "--num-test", "16", "--data-dir", str(tiny_mnist),
+            "--out", str(out), "--quiet", "--no-figures", "--device", "cpu"]  # fmt: skip
+    process = subprocess.Popen([sys.executable, "-m", "stn", *argv], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoint.pt").exists() and time.monotonic() < deadline:  # the first epoch's
+            time.sleep(0.05)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 128 + signal.SIGTERM
+    finally:
+        process.kill()
+    stopped = load_checkpoint(out)["step"]
+    assert 12 <= stopped < 3000 and not load_checkpoint(out)["finished"]
+    assert main(["train", "--out", str(out), "--resume", "--iterations", str(stopped + 12), "--quiet"]) == 0
+    assert load_checkpoint(out)["step"] == stopped + 12 and load_checkpoint(out)["finished"]
