@@ -237,9 +237,9 @@ def attention_theta(model: nn.Module, test_set: Dataset, batch_size: int, num_wo
 
 def _trained_model(
     key: str, args: argparse.Namespace, config: TrainConfig, spec: dict[str, Any], run_dir: Path
-) -> nn.Module | int:
+) -> nn.Module | int | None:
     """The model of row ``key``'s run: trained (or resumed), or loaded when the run finished before; the exit
-    code if the training was interrupted."""
+    code if the training was interrupted; None in the other processes of a data-parallel run."""
     if run_status(run_dir, config, spec) == "done":
         return load_model(run_dir, resolve_device(config.device))[0]
     trainer = make_trainer(
@@ -249,12 +249,13 @@ def _trained_model(
     if not outcome.finished:
         print(f"{RUNS[key].label} interrupted at step {outcome.step}; run the command again to resume")
         return 128 + (outcome.signal or 0)
-    return trainer.model
+    return trainer.model if outcome.is_main else None
 
 
-def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | int:
+def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | int | None:
     """Train (or resume) and score row ``key``: its result (``<out>/<key>/result.json``, read when there and the
-    run in ``<runs-dir>/<key>`` finished with the same recipe and data), or the exit code of an interrupted run."""
+    run in ``<runs-dir>/<key>`` finished with the same recipe and data), the exit code of an interrupted run, or
+    None in the other processes of a data-parallel run (the main one writes the result)."""
     row = RUNS[key]
     run_dir, result_path = Path(args.runs_dir) / key, Path(args.out) / key / "result.json"
     size = args.input_size if row.full_resolution else args.input_size // 2
@@ -265,7 +266,7 @@ def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[st
         print(f"{row.label}: done before, see {result_path}")
         return json.loads(result_path.read_text(encoding="utf-8"))
     model = _trained_model(key, args, config, spec, run_dir)
-    if isinstance(model, int):
+    if model is None or isinstance(model, int):
         return model
     summary, test_set = read_summary(run_dir), cub_data(spec, "test")
     result = {
@@ -306,7 +307,8 @@ def run(args: argparse.Namespace) -> int:
         result = _run_row(key, args, config)
         if isinstance(result, int):
             return result
-        print(f"{result['label']}: accuracy {result['accuracy']:.2f}% on {result['test_images']} test images")
+        if result is not None:
+            print(f"{result['label']}: accuracy {result['accuracy']:.2f}% on {result['test_images']} test images")
     print(f"wrote {write_table(args.out)}")
     return 0
 

@@ -330,9 +330,11 @@ def plot_projections(models: dict[str, nn.Module], data: PosedVolumes, path: str
     return image_rows(rows, path, title=f"3-D transformer: test digits {labels[:count].tolist()}")
 
 
-def _trained_model(name: str, args: argparse.Namespace, config: TrainConfig, spec: dict[str, Any]) -> nn.Module | int:
+def _trained_model(
+    name: str, args: argparse.Namespace, config: TrainConfig, spec: dict[str, Any]
+) -> nn.Module | int | None:
     """The model of the run of ``name``: trained (or resumed), or loaded when the run finished before; the exit
-    code if the training was interrupted."""
+    code if the training was interrupted; None in the other processes of a data-parallel run."""
     run_dir = Path(args.runs_dir) / name
     if run_status(run_dir, config, spec) == "done":
         print(f"{name}: done before, see {run_dir}")
@@ -342,7 +344,7 @@ def _trained_model(name: str, args: argparse.Namespace, config: TrainConfig, spe
     if not outcome.finished:
         print(f"{name} interrupted at step {outcome.step}; run the command again to resume")
         return 128 + (outcome.signal or 0)
-    return trainer.model
+    return trainer.model if outcome.is_main else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -358,6 +360,8 @@ def run(args: argparse.Namespace) -> int:
         model = _trained_model(name, args, config, spec)
         if isinstance(model, int):
             return model
+        if model is None:  # another process of a data-parallel run: the main one writes the results
+            continue
         models[row] = model
         summary = read_summary(Path(args.runs_dir) / name)
         results.append(
@@ -370,6 +374,8 @@ def run(args: argparse.Namespace) -> int:
                 "train_seconds": summary["steps"] * config.batch_size / summary["images_per_s"],
             }
         )
+    if not models:
+        return 0
     meta = {
         "budget": args.budget,
         **config.to_dict(),
