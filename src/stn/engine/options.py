@@ -204,7 +204,10 @@ def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, 
     """
 
     def option(flag: str, name: str, what: str) -> None:
-        parser.add_argument(flag, dest=name, type=option_type(name), help=f"{what} ({default_text(presets, name)})")
+        metavar = flag[2:].upper().replace("-", "_")
+        parser.add_argument(
+            flag, dest=name, type=option_type(name), metavar=metavar, help=f"{what} ({default_text(presets, name)})"
+        )
 
     if length:
         option("--iterations", "iterations", "total optimiser steps, overriding --epochs")
