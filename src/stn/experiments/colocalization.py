@@ -325,7 +325,7 @@ def colocalize(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce colocalization``."""
-    add_common_arguments(parser, BUDGETS, "results/colocalization", recipe=True)
+    add_common_arguments(parser, BUDGETS, "results/colocalization", recipe=True, runs="runs/colocalization")
     parser.add_argument(
         "--digits",
         type=int,
@@ -347,12 +347,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="checkpoint of a 28x28 digit classifier (e.g. from `stn train --data r --model cnn`) to use as e() "
         "instead of training one",
-    )
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=Path("runs/colocalization"),
-        help="where the trained encoder's run (encoder/) is kept for later runs (default runs/colocalization)",
     )
     parser.add_argument("--stride", type=positive_int, help="pixels between candidate crops (default 4)")
     parser.add_argument("--rounds", type=positive_int, help="best-response sweeps at most (default 20)")

@@ -163,15 +163,9 @@ def cub_data(spec: Mapping[str, Any], split: str) -> Dataset:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce table3``."""
-    add_common_arguments(parser, BUDGETS, "results/table3", recipe=True, mnist=False)
+    add_common_arguments(parser, BUDGETS, "results/table3", recipe=True, mnist=False, runs="runs/table3")
     parser.add_argument("--cub-root", required=True, type=Path, help="the CUB_200_2011 folder (or its parent)")
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="rows of the table to run")
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=Path("runs/table3"),
-        help="where each row's run (checkpoint, metrics, curves) lives (default runs/table3)",
-    )
     parser.add_argument("--backbone", default="inception_v3", help="built-in (tiny, resnet18) or a timm model name")
     parser.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random initialisation")
     parser.add_argument("--input-size", type=positive_int, default=448, help="S, the full input size (crops are S/2)")
