@@ -32,12 +32,20 @@ def add_common_arguments(
     *,
     recipe: bool = False,
     mnist: bool = True,
+    runs: str | None = None,
 ) -> None:
-    """``--budget``, ``--out``, ``--data-dir`` (where MNIST is; not with ``mnist=False``), and either the engine's
-    recipe options (``recipe=True``, see :func:`stn.engine.options.add_training_options`) or only ``--device``
-    and ``--seed``."""
+    """``--budget``, ``--out``, ``--data-dir`` (where MNIST is; not with ``mnist=False``), ``--runs-dir`` (where the
+    training engine's run folders are kept, default ``runs``; only when ``runs`` is given), and either the engine's recipe options
+    (``recipe=True``, see :func:`stn.engine.options.add_training_options`) or only ``--device`` and ``--seed``."""
     parser.add_argument("--budget", choices=sorted(budgets), default="quick", help="training length (default quick)")
     parser.add_argument("--out", type=output_folder, default=Path(out), help=f"output folder (default {out})")
+    if runs is not None:
+        parser.add_argument(
+            "--runs-dir",
+            type=output_folder,
+            default=Path(runs),
+            help=f"where the runs (checkpoints, metrics, curves) are kept and resumed from (default {runs})",
+        )
     if mnist:
         parser.add_argument("--data-dir", help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn)")
     if recipe:
