@@ -35,8 +35,9 @@ def add_common_arguments(
     runs: str | None = None,
 ) -> None:
     """``--budget``, ``--out``, ``--data-dir`` (where MNIST is; not with ``mnist=False``), ``--runs-dir`` (where the
-    training engine's run folders are kept, default ``runs``; only when ``runs`` is given), and either the engine's recipe options
-    (``recipe=True``, see :func:`stn.engine.options.add_training_options`) or only ``--device`` and ``--seed``."""
+    training engine's run folders are kept, default ``runs``; only when ``runs`` is given), and either the
+    engine's recipe options (``recipe=True``, see :func:`stn.engine.options.add_training_options`) or only
+    ``--device`` and ``--seed``."""
     parser.add_argument("--budget", choices=sorted(budgets), default="quick", help="training length (default quick)")
     parser.add_argument("--out", type=output_folder, default=Path(out), help=f"output folder (default {out})")
     if runs is not None:
