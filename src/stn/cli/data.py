@@ -61,8 +61,8 @@ def _download(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from stn.cli import COMMANDS
-    from stn.engine.options import positive_int
     from stn.data import VARIANTS
+    from stn.engine.options import positive_int
 
     data = subparsers.add_parser(
         "data",
