@@ -75,11 +75,17 @@ def test_an_existing_file_as_out_folder(command: list[str], extra: list[str], ti
     assert out.read_text() == "not a folder"
 
 
-def test_a_folder_as_the_figure_of_visualize(trained_run: Path, tiny_mnist: Path, tmp_path: Path) -> None:
-    proc = run_stn(
-        "visualize", str(trained_run / "checkpoint.pt"), "--out", str(tmp_path), "--data-dir", str(tiny_mnist)
-    )
-    assert str(tmp_path) in error_line(proc, "stn visualize")
+def test_a_folder_or_a_path_under_a_file_as_the_figure_of_visualize(
+    trained_run: Path, tiny_mnist: Path, tmp_path: Path
+) -> None:
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    for out in (tmp_path, taken / "fig.png"):
+        proc = run_stn(
+            "visualize", str(trained_run / "checkpoint.pt"), "--out", str(out), "--data-dir", str(tiny_mnist)
+        )
+        assert str(out if out == tmp_path else taken) in error_line(proc, "stn visualize")
+    assert taken.read_text() == "not a folder"
 
 
 def test_a_corrupt_idx_file(corrupt_mnist: Path, tmp_path: Path) -> None:
