@@ -110,6 +110,17 @@ def test_the_readme_links_to_every_guide_page_of_the_site() -> None:
     assert not {p for p in linked if not (DOCS / p).is_file()}, "README.md links to docs pages that do not exist"
 
 
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_the_quick_start_runs(page: str) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8")
+    match = re.search(r"## Quick start\n\n```python\n(.*?)```", text, re.S)
+    assert match, f"{page} has no '## Quick start' Python block"
+    namespace: dict = {}
+    exec(compile(match.group(1), f"{page} quick start", "exec"), namespace)
+    assert tuple(namespace["y"].shape) == (8, 1, 21, 21)
+    assert [tuple(c.shape) for c in namespace["crops"]] == [(2, 3, 224, 224)] * 2
+
+
 @pytest.mark.slow
 def test_mkdocs_build_is_strict_clean_and_documents_every_module(tmp_path: Path) -> None:
     _yaml()
