@@ -6,6 +6,10 @@ no weight decay, and the localisation net at the same learning rate as the rest.
 the paper; it is our choice (the usual SGD setting of the paper's Torch code base, and it makes the short CPU
 budgets converge); ``momentum=0`` gives plain SGD.
 
+Beyond the paper's recipe (off by default, so the paper's stays the default and unchanged): ``schedule="cosine"``
+(cosine decay to 0 instead of the steps), ``warmup`` (a linear warm-up over that fraction of training) and
+``nesterov``. With standardised inputs they make the FCN family learn many times faster (results/fcn-study).
+
 The config says *how* to train; *what* is trained (the model, the data, the task) is given to the
 :class:`~stn.engine.trainer.Trainer` separately. An experiment's budgets are :class:`Preset` s: named
 overrides of these defaults plus the options of its data.
@@ -27,7 +31,7 @@ from typing import Any
 
 from stn.engine.options import RULES, check
 
-__all__ = ["RESUMABLE_FIELDS", "TEST_SEED", "Preset", "TrainConfig"]
+__all__ = ["RESUMABLE_FIELDS", "SCHEDULES", "TEST_SEED", "Preset", "TrainConfig"]
 
 # The distortions of the test set never change: every run, model and seed is scored on the same digits.
 TEST_SEED = 0
@@ -36,6 +40,7 @@ RESUMABLE_FIELDS = frozenset(
     {"epochs", "iterations", "device", "tensorboard", "eval_batch_size", "channels_last", "num_workers"}
 )
 _OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("step", "cosine")
 _OPTIONAL = ("iterations", "clip_grad_norm")  # None means "not set"
 
 
@@ -49,7 +54,11 @@ class TrainConfig:
         batch_size: global batch size (split evenly across data-parallel processes).
         optimizer: ``"sgd"`` (with ``momentum``) or ``"adam"``.
         lr: base learning rate. momentum, weight_decay: of the optimiser.
+        schedule: ``"step"`` (the paper's: times ``lr_gamma`` at each of ``lr_milestones``) or ``"cosine"``
+            (from ``lr`` down to 0 along half a cosine; the milestones are then unused).
         lr_milestones: fractions of training at which the learning rate is multiplied by ``lr_gamma``.
+        warmup: fraction of training in [0, 1) over which the learning rate rises linearly to its schedule.
+        nesterov: Nesterov momentum (SGD with ``momentum > 0`` only).
         localization_lr_scale: the localisation nets' learning rate is ``lr * localization_lr_scale``.
         clip_grad_norm: clip the gradients' global norm to this (None: no clipping).
         seed: model initialisation (when the experiment builds it under the seed), data order, augmentation.
@@ -70,8 +79,11 @@ class TrainConfig:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 0.0
+    schedule: str = "step"
     lr_milestones: tuple[float, ...] = (1 / 3, 2 / 3)
     lr_gamma: float = 0.1
+    warmup: float = 0.0
+    nesterov: bool = False
     localization_lr_scale: float = 1.0
     clip_grad_norm: float | None = None
     seed: int = 0
@@ -98,6 +110,12 @@ class TrainConfig:
                 setattr(self, name, check(name, value))
         if self.optimizer not in _OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if not isinstance(self.nesterov, bool):
+            raise ValueError(f"nesterov must be True or False, got {self.nesterov!r}")
+        if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):
+            raise ValueError("nesterov needs SGD with momentum > 0")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able dict (tuples become lists)."""

@@ -58,6 +58,7 @@ RULES: dict[str, tuple[type, Callable[[Any], bool], str]] = {
     "localization_lr_scale": (float, lambda v: v >= 0, "a finite number >= 0"),
     "clip_grad_norm": (float, lambda v: v > 0, "a finite number > 0"),
     "lr_milestone": (float, lambda v: 0 < v < 1, "a fraction of training in (0, 1)"),
+    "warmup": (float, lambda v: 0 <= v < 1, "a fraction of training in [0, 1)"),
 }
 
 
@@ -180,6 +181,16 @@ def add_device_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
 def default_text(presets: Mapping[str, Any], name: str) -> str:
     """``"default X"``, or ``"default: quick X, paper Y"`` when the presets (objects with the option as an
     attribute: :class:`~stn.engine.config.TrainConfig` or :class:`~stn.engine.config.Preset`) differ.
@@ -190,7 +201,7 @@ def default_text(presets: Mapping[str, Any], name: str) -> str:
         'default: quick 0.03, paper 0.01'
     """
     values = {key: getattr(p, name) for key, p in presets.items()}
-    shown = {key: "none" if v is None else f"{v:,}" if isinstance(v, int) else f"{v:g}" for key, v in values.items()}
+    shown = {key: _shown(v) for key, v in values.items()}
     if len(set(shown.values())) == 1:
         return f"default {next(iter(shown.values()))}"
     return "default: " + ", ".join(f"{key} {v}" for key, v in shown.items())
@@ -218,6 +229,19 @@ def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, 
     option("--weight-decay", "weight_decay", "weight decay")
     option("--loc-lr-scale", "localization_lr_scale", "localisation nets' lr = lr * this")
     option("--clip-grad-norm", "clip_grad_norm", "clip the gradients' global norm to this")
+    option("--warmup", "warmup", "fraction of training with a linear learning-rate warm-up")
+    parser.add_argument(
+        "--schedule",
+        choices=("step", "cosine"),
+        default=None,
+        help=f"learning-rate schedule: step (the paper's) or cosine ({default_text(presets, 'schedule')})",
+    )
+    parser.add_argument(
+        "--nesterov",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"Nesterov momentum ({default_text(presets, 'nesterov')})",
+    )
     option("--seed", "seed", "seed of the initialisation, data order and augmentation")
     parser.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
     add_device_option(parser)

@@ -105,11 +105,17 @@ def resolve_device(name: str) -> torch.device:
 
 
 def make_sgd(
-    model: nn.Module, *, lr: float, momentum: float, weight_decay: float, localization_lr_scale: float
+    model: nn.Module,
+    *,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    localization_lr_scale: float,
+    nesterov: bool = False,
 ) -> torch.optim.SGD:
     """SGD over :func:`stn.param_groups`: localisation nets at ``lr * localization_lr_scale``, the rest at ``lr``."""
     groups = param_groups(model, lr, localization_lr_scale)
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
 
 
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
@@ -123,18 +129,41 @@ def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimiz
         momentum=config.momentum,
         weight_decay=config.weight_decay,
         localization_lr_scale=config.localization_lr_scale,
+        nesterov=config.nesterov,
     )
 
 
-def learning_rate(step: int, total_steps: int, base_lr: float, milestones: tuple[float, ...], gamma: float) -> float:
-    """Step schedule: ``base_lr * gamma ** k`` after ``k`` of the ``milestones`` (fractions of ``total_steps``).
+def learning_rate(
+    step: int,
+    total_steps: int,
+    base_lr: float,
+    milestones: tuple[float, ...],
+    gamma: float,
+    *,
+    schedule: str = "step",
+    warmup: float = 0.0,
+) -> float:
+    """The learning rate at ``step`` (counted from 0) of ``total_steps``.
+
+    ``schedule="step"`` (the paper's): ``base_lr * gamma ** k`` after ``k`` of the ``milestones`` (fractions of
+    ``total_steps``). ``schedule="cosine"``: ``base_lr * (1 + cos(pi * step / total_steps)) / 2``. Either is
+    multiplied by a linear warm-up ``min(1, (step + 1) / W)`` over the first ``W = round(warmup * total_steps)``
+    steps.
 
     Example:
         >>> [round(learning_rate(s, 150_000, 0.01, (1 / 3, 2 / 3), 0.1), 6) for s in (0, 50_000, 100_000)]
         [0.01, 0.001, 0.0001]
+        >>> [round(learning_rate(s, 100, 0.1, (), 0.1, schedule="cosine", warmup=0.1), 4) for s in (0, 9, 50, 99)]
+        [0.01, 0.0976, 0.05, 0.0]
     """
-    passed = sum(step >= round(m * total_steps) for m in milestones)
-    return base_lr * gamma**passed
+    if schedule == "cosine":
+        rate = base_lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
+    elif schedule == "step":
+        rate = base_lr * gamma ** sum(step >= round(m * total_steps) for m in milestones)
+    else:
+        raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}")
+    warm = round(warmup * total_steps)
+    return rate * min(1.0, (step + 1) / warm) if warm > 0 else rate
 
 
 def apply_lr_schedule(
@@ -144,6 +173,8 @@ def apply_lr_schedule(
     milestones: tuple[float, ...],
     *,
     gamma: float = 0.1,
+    schedule: str = "step",
+    warmup: float = 0.0,
 ) -> float:
     """Set every param group's lr to its ``initial_lr`` times the :func:`learning_rate` factor at ``step``.
 
@@ -160,7 +191,7 @@ def apply_lr_schedule(
         >>> [round(g["lr"], 6) for g in opt.param_groups]
         [0.001, 0.0001]
     """
-    factor = learning_rate(step, total_steps, 1.0, milestones, gamma)
+    factor = learning_rate(step, total_steps, 1.0, milestones, gamma, schedule=schedule, warmup=warmup)
     for group in optimizer.param_groups:
         group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
     return factor
@@ -691,7 +722,13 @@ class Trainer:
                     for x, y in self._train_batches(epoch, first, last):
                         start = time.perf_counter()
                         factor = apply_lr_schedule(
-                            self.optimizer, self.step, self.total_steps, c.lr_milestones, gamma=c.lr_gamma
+                            self.optimizer,
+                            self.step,
+                            self.total_steps,
+                            c.lr_milestones,
+                            gamma=c.lr_gamma,
+                            schedule=c.schedule,
+                            warmup=c.warmup,
                         )
                         lr = c.lr * factor
                         self.epoch_sums += self.train_step(x, y)
