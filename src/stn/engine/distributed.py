@@ -13,13 +13,14 @@ Example:
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["DistContext", "all_reduce_sum", "any_process", "close_distributed", "init_distributed"]
+__all__ = ["DistContext", "all_reduce_sum", "any_process", "init_distributed"]
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,10 @@ class DistContext:
 def init_distributed(device: torch.device) -> DistContext:
     """Join the process group described by torchrun's environment variables (no-op without them).
 
+    The group is joined once per process and left when the process exits, not after each run: destroying and
+    re-creating it between two runs of one job (an experiment's rows) could leave the ranks waiting on each other
+    in the next run's DistributedDataParallel set-up.
+
     Raises:
         ValueError: malformed ``RANK`` / ``WORLD_SIZE``.
     """
@@ -55,12 +60,12 @@ def init_distributed(device: torch.device) -> DistContext:
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, rank=rank, world_size=world)
+        atexit.register(_leave)
     return DistContext(rank, world, local)
 
 
-def close_distributed(ctx: DistContext) -> None:
-    """Leave the process group joined by :func:`init_distributed`."""
-    if ctx.distributed and dist.is_initialized():
+def _leave() -> None:
+    if dist.is_initialized():
         dist.destroy_process_group()
 
 

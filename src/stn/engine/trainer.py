@@ -64,7 +64,7 @@ from stn.data.datasets import block_seed
 from stn.engine.callbacks import Callback, default_callbacks
 from stn.engine.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from stn.engine.config import RESUMABLE_FIELDS, TrainConfig
-from stn.engine.distributed import DistContext, all_reduce_sum, any_process, close_distributed, init_distributed
+from stn.engine.distributed import DistContext, all_reduce_sum, any_process, init_distributed
 from stn.engine.metrics import MetricsLog
 from stn.engine.tasks import Task
 from stn.io import RunLock, remove_stale_temp_files, write_text_atomic
@@ -689,9 +689,9 @@ class Trainer:
             self.close()
 
     def close(self) -> None:
-        """Release the run folder and leave the process group (what :meth:`fit` does when it returns)."""
+        """Release the run folder (what :meth:`fit` does when it returns). The process group stays: an experiment
+        may train several models one after another in the same torchrun job."""
         self._release()
-        close_distributed(self.ctx)
 
     def _fit(self) -> TrainResult:
         c = self.config
