@@ -154,7 +154,7 @@ def learning_rate(
         >>> [round(learning_rate(s, 150_000, 0.01, (1 / 3, 2 / 3), 0.1), 6) for s in (0, 50_000, 100_000)]
         [0.01, 0.001, 0.0001]
         >>> [round(learning_rate(s, 100, 0.1, (), 0.1, schedule="cosine", warmup=0.1), 4) for s in (0, 9, 50, 99)]
-        [0.01, 0.0976, 0.05, 0.0]
+        [0.01, 0.098, 0.05, 0.0]
     """
     if schedule == "cosine":
         rate = base_lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
