@@ -5,7 +5,7 @@ Two 42x42 channels, each with an independently RTS-distorted digit; the network 
 Models (:mod:`stn.models.appendix`, about 400k parameters each): FCN, CNN, ST-FCN (one transformer that sees
 and warps both channels) and 2xST-FCN (two transformers in parallel, each seeing both channels and warping both,
 their outputs concatenated into 4 channels) with affine, projective or 16-point TPS transformers. Each is
-trained by the training engine (:func:`stn.engine.trainer.train`) on the data layer's ``addition`` variant
+trained by the training engine (:class:`stn.engine.Trainer`) on the data layer's ``addition`` variant
 (fresh distortions and partners every epoch; a fixed test set), with the Table 1 recipe (SGD, momentum 0.9,
 learning rate 0.01 divided by 10 at 1/3 and 2/3 of training).
 
