@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import Rectangle
 from torch import Tensor
 
-from stn.engine.options import add_training_options, output_folder
+from stn.engine.options import add_data_options, add_training_options, output_folder
 from stn.viz import save_figure
 
 __all__ = ["add_common_arguments", "image_rows"]
@@ -30,14 +30,12 @@ def add_common_arguments(
     budgets: Mapping[str, Any],
     out: str,
     *,
-    recipe: bool = False,
     mnist: bool = True,
     runs: str | None = None,
 ) -> None:
     """``--budget``, ``--out``, ``--data-dir`` (where MNIST is; not with ``mnist=False``), ``--runs-dir`` (where the
-    training engine's run folders are kept, default ``runs``; only when ``runs`` is given), and either the
-    engine's recipe options (``recipe=True``, see :func:`stn.engine.options.add_training_options`) or only
-    ``--device`` and ``--seed``."""
+    training engine's run folders are kept; only when ``runs`` is given) and the engine's recipe options (see
+    :func:`stn.engine.options.add_training_options`)."""
     parser.add_argument("--budget", choices=sorted(budgets), default="quick", help="training length (default quick)")
     parser.add_argument("--out", type=output_folder, default=Path(out), help=f"output folder (default {out})")
     if runs is not None:
@@ -48,12 +46,8 @@ def add_common_arguments(
             help=f"where the runs (checkpoints, metrics, curves) are kept and resumed from (default {runs})",
         )
     if mnist:
-        parser.add_argument("--data-dir", help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn)")
-    if recipe:
-        add_training_options(parser, budgets)
-        return
-    parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1, ...")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the initialisation and the training data")
+        add_data_options(parser, download=False)
+    add_training_options(parser, budgets)
 
 
 def image_rows(

@@ -86,7 +86,7 @@ BUDGETS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce addition``."""
-    add_common_arguments(parser, BUDGETS, "results/addition", recipe=True)
+    add_common_arguments(parser, BUDGETS, "results/addition")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to run")
     parser.add_argument(
         "--runs-dir",

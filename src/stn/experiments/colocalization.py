@@ -325,7 +325,7 @@ def colocalize(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce colocalization``."""
-    add_common_arguments(parser, BUDGETS, "results/colocalization", recipe=True, runs="runs/colocalization")
+    add_common_arguments(parser, BUDGETS, "results/colocalization", runs="runs/colocalization")
     parser.add_argument(
         "--digits",
         type=int,

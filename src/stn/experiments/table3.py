@@ -163,7 +163,7 @@ def cub_data(spec: Mapping[str, Any], split: str) -> Dataset:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce table3``."""
-    add_common_arguments(parser, BUDGETS, "results/table3", recipe=True, mnist=False, runs="runs/table3")
+    add_common_arguments(parser, BUDGETS, "results/table3", mnist=False, runs="runs/table3")
     parser.add_argument("--cub-root", required=True, type=Path, help="the CUB_200_2011 folder (or its parent)")
     parser.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS), help="rows of the table to run")
     parser.add_argument("--backbone", default="inception_v3", help="built-in (tiny, resnet18) or a timm model name")

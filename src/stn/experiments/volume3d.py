@@ -281,7 +281,7 @@ BUDGETS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce 3d``."""
-    add_common_arguments(parser, BUDGETS, "results/3d", recipe=True, runs="runs/3d")
+    add_common_arguments(parser, BUDGETS, "results/3d", runs="runs/3d")
     parser.add_argument("--num-train", type=positive_int, help="train on the first N digits (default all)")
     parser.add_argument("--num-test", type=positive_int, help="override the budget's number of test digits")
     parser.add_argument("--max-angle", type=float, default=45.0, help="rotation range per axis, degrees")
