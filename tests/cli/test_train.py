@@ -135,3 +135,15 @@ def test_sigterm_to_a_running_stn_train_saves_and_the_run_resumes(tiny_mnist: Pa
     assert 12 <= stopped < 3000 and not load_checkpoint(out)["finished"]
     assert main(["train", "--out", str(out), "--resume", "--iterations", str(stopped + 12), "--quiet"]) == 0
     assert load_checkpoint(out)["step"] == stopped + 12 and load_checkpoint(out)["finished"]
+
+
+def test_standardize_reaches_the_model_and_is_kept_on_resume(tiny_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "std"
+    base = ["train", "--out", str(out), "--data-dir", str(tiny_mnist), "--batch-size", "16", "--quiet"]
+    first = [*base, "--data", "r", "--model", "st-fcn-aff", "--target-params", "40000", "--standardize"]
+    assert main([*first, "--iterations", "3", "--no-figures"]) == 0
+    kwargs = json.loads((out / "config.json").read_text())["model"]["kwargs"]
+    assert kwargs["standardize"] is True
+    assert main([*base, "--resume", "--iterations", "6", "--no-figures"]) == 0
+    assert json.loads((out / "config.json").read_text())["model"]["kwargs"]["standardize"] is True
+    assert json.loads((out / "summary.json").read_text())["steps"] == 6

@@ -32,6 +32,8 @@ def _run(args: argparse.Namespace) -> tuple[dict, str, dict, object]:
 
     given = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
     options = {} if args.target_params is None else {"target_params": args.target_params}
+    if args.standardize:
+        options["standardize"] = True
     if args.resume and args.out and (Path(args.out) / "config.json").exists():
         saved = read_run_config(args.out)
         data, model = dict(saved["data"]), saved["model"]
@@ -117,6 +119,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_training_options(p, {"": TrainConfig()})
     p.add_argument("--target-params", type=positive_int, help="model size to solve widths for (default 400000)")
+    p.add_argument(
+        "--standardize",
+        action="store_true",
+        help="Table 1 models: standardise what the localisation net and the classifier see (the sampler keeps "
+        "raw pixels); the FCN family needs it to learn at a useful rate (results/fcn-study)",
+    )
     p.add_argument("--num-train", type=positive_int, help="train on a fixed subset of N digits")
     p.add_argument("--num-test", type=positive_int, help="test on a fixed subset of N digits")
     p.add_argument("--num-workers", type=option_type("num_workers"), help="data-loading processes (default 0)")
