@@ -148,3 +148,20 @@ def test_standardize_feeds_standardised_inputs_to_the_nets_but_raw_pixels_to_the
         torch.testing.assert_close(std.transformer(x), x, atol=1e-5, rtol=0)
     with pytest.raises(ValueError, match="std > 0"):
         Standardize(0.1, 0.0)
+
+
+def test_create_model_with_a_seed_depends_on_the_seed_alone_and_leaves_the_callers_rng() -> None:
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = create_model("st-cnn-aff", seed=7, in_shape=(1, 28, 28), target_params=20_000)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's stream is untouched
+    torch.rand(5)  # another caller state
+    b = create_model("st-cnn-aff", seed=7, in_shape=(1, 28, 28), target_params=20_000)
+    c = create_model("st-cnn-aff", seed=8, in_shape=(1, 28, 28), target_params=20_000)
+    for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(pa, pb), name
+    assert any(not torch.equal(pa, pc) for pa, pc in zip(a.parameters(), c.parameters(), strict=True))
+    torch.manual_seed(7)
+    plain = create_model("st-cnn-aff", in_shape=(1, 28, 28), target_params=20_000)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), plain.parameters(), strict=True))
+    assert "seed" not in a.stn_spec["kwargs"]  # not a factory argument: checkpoints rebuild without it

@@ -150,7 +150,6 @@ def make_trainer(
     """The :class:`~stn.engine.trainer.Trainer` of one distorted-MNIST run: ``model`` (initialised from the
     config's seed) on ``variant`` with the classification task (used by Table 1, ``stn train``, MNIST
     addition and the co-localisation encoder)."""
-    import torch
 
     from stn.engine.callbacks import default_callbacks
     from stn.engine.tasks import ClassificationTask
@@ -163,11 +162,13 @@ def make_trainer(
     )
     train_set, test_set = build(spec, "train"), build(spec, "test")
     info = train_set.info
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        net = create_model(
-            model, in_shape=(info.channels, *info.image_size), num_classes=info.num_classes, **(model_options or {})
-        )
+    net = create_model(
+        model,
+        seed=config.seed,
+        in_shape=(info.channels, *info.image_size),
+        num_classes=info.num_classes,
+        **(model_options or {}),
+    )
     return Trainer(
         net,
         train_set,

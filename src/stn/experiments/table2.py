@@ -86,7 +86,6 @@ def make_trainer(
     """The :class:`~stn.engine.trainer.Trainer` of model ``key`` on the SVHN data of ``spec``
     (:func:`stn.experiments.sources.svhn_spec`), initialised from the config's seed; ``model_options`` go to
     the model factory (e.g. ``fc_units``, ``batch_norm``, ``dropout``)."""
-    import torch
 
     from stn.data.svhn import INPUT_SIZE
     from stn.engine.callbacks import default_callbacks
@@ -97,9 +96,7 @@ def make_trainer(
 
     label, name = MODELS[key]
     size = INPUT_SIZE[spec["crop"]]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = create_model(name, in_shape=(3, size, size), **(model_options or {}))
+    model = create_model(name, seed=config.seed, in_shape=(3, size, size), **(model_options or {}))
     return Trainer(
         model,
         build(spec, "train"),

@@ -201,9 +201,7 @@ def make_trainer(
     if row.model != "cub-cnn":
         half = spec["image_size"] // 2 if row.full_resolution else spec["image_size"]
         options.update(crop_size=half, loc_size=half)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = create_model(row.model, **options)
+    model = create_model(row.model, seed=config.seed, **options)
     callbacks = [ThetaStats(_THETA_STATS_SAMPLES), ThetaHistory(), Reports(), Figures()]
     return Trainer(
         model,

@@ -294,9 +294,7 @@ def make_trainer(
 ) -> Trainer:
     """The :class:`~stn.engine.trainer.Trainer` of the registered 3-D model ``name`` on the posed volumes of
     ``spec`` (:func:`volume_spec`), initialised from the config's seed; it resumes a run found in ``run_dir``."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = create_model(name)
+    model = create_model(name, seed=config.seed)
     return Trainer(
         model,
         volume_data(spec, "train"),

@@ -16,6 +16,7 @@ import fnmatch
 import inspect
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 ModelFactory = Callable[..., nn.Module]
@@ -42,8 +43,12 @@ def list_models(pattern: str | None = None) -> list[str]:
     return [n for n in names if pattern is None or fnmatch.fnmatch(n, pattern)]
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, *, seed: int | None = None, **kwargs) -> nn.Module:
     """Build the model registered as ``name``; ``kwargs`` go to its factory.
+
+    ``seed`` initialises the weights under ``torch.manual_seed(seed)`` in a forked random state, so that they
+    depend on the seed alone and the caller's random stream is left as it was (how every experiment builds its
+    models).
 
     Raises:
         KeyError: for an unknown name; the message lists the known ones.
@@ -52,7 +57,12 @@ def create_model(name: str, **kwargs) -> nn.Module:
     if key not in _REGISTRY:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
     factory = _REGISTRY[key]
-    model = factory(**kwargs)
+    if seed is None:
+        model = factory(**kwargs)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = factory(**kwargs)
     model.stn_spec = {"name": key, "kwargs": _all_arguments(factory, kwargs)}
     return model
 
