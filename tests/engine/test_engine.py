@@ -35,9 +35,10 @@ def own_data(n: int = 64, seed: int = 0) -> TensorDataset:
     return TensorDataset(images, labels)
 
 
-def trainer(run_dir: Path, resume: bool = False, **config) -> Trainer:
-    torch.manual_seed(0)
-    model = create_model("st-cnn-aff", in_shape=(1, 24, 24), num_classes=3, target_params=20_000)
+def trainer(run_dir: Path, resume: bool = False, model: nn.Module | None = None, **config) -> Trainer:
+    """The engine on :func:`own_data` (default model: a small ST-CNN Aff, seed 0)."""
+    if model is None:
+        model = create_model("st-cnn-aff", seed=0, in_shape=(1, 24, 24), num_classes=3, target_params=20_000)
     config = TrainConfig(**{"epochs": 2, "batch_size": 16, "lr": 0.05, "device": "cpu", "theta_samples": 4, **config})
     return Trainer(model, own_data(), own_data(32, seed=1), ClassificationTask(3), config, run_dir=run_dir,
                    resume=resume, progress=False)  # fmt: skip
@@ -100,28 +101,14 @@ def test_a_map_style_dataset_is_told_the_epoch(tmp_path: Path) -> None:
 def test_a_model_of_the_wrong_output_shape_is_refused(tmp_path: Path) -> None:
     model = create_model("fcn", in_shape=(1, 24, 24), num_classes=5, target_params=5_000)
     with pytest.raises(ValueError, match=r"fcn.*\(B, 3\).*\(2, 5\)"):
-        Trainer(
-            model,
-            own_data(),
-            own_data(8),
-            ClassificationTask(3),
-            TrainConfig(batch_size=16, device="cpu"),
-            run_dir=tmp_path,
-        )
+        trainer(tmp_path, model=model)
     assert not (tmp_path / ".lock").exists()  # the folder is released
 
 
 def test_a_model_not_built_by_create_model_is_refused(tmp_path: Path) -> None:
     model = nn.Sequential(nn.Flatten(), nn.Linear(576, 3))
     with pytest.raises(ValueError, match="create_model"):
-        Trainer(
-            model,
-            own_data(),
-            own_data(8),
-            ClassificationTask(3),
-            TrainConfig(batch_size=16, device="cpu"),
-            run_dir=tmp_path,
-        )
+        trainer(tmp_path, model=model)
 
 
 def test_a_batch_that_does_not_divide_over_the_processes_is_refused(tmp_path: Path, monkeypatch) -> None:
