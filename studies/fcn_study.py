@@ -72,11 +72,10 @@ def plain_mlp(in_features: int, hidden: int, classes: int = 10) -> nn.Module:
 
 
 def build(name: str, standardize: bool, shape: tuple[int, ...], seed: int) -> nn.Module:
-    torch.manual_seed(seed)
+    """The arm's model, initialised from ``seed`` (the from-scratch MLP takes the FCN's widths)."""
     if name != "plain-mlp":
-        return create_model(name, in_shape=shape, standardize=standardize)
-    with torch.random.fork_rng(devices=[]):
-        hidden = create_model("fcn", in_shape=shape).classifier[1].out_features
+        return create_model(name, seed=seed, in_shape=shape, standardize=standardize)
+    hidden = create_model("fcn", in_shape=shape).classifier[1].out_features
     torch.manual_seed(seed)
     return plain_mlp(math.prod(shape), hidden)
 
