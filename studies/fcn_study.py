@@ -149,4 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (OSError, ValueError) as err:  # missing or corrupt data, a failed run: one line, not a traceback
+        sys.exit(f"{Path(__file__).name}: error: {err}")

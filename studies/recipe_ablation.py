@@ -40,7 +40,9 @@ def run_arm(arm: str, args: argparse.Namespace) -> None:
         "--budget", "quick", "--seeds", str(args.seeds), "--out", str(args.out / arm), "--quiet",
         *(["--data-dir", args.data_dir] if args.data_dir else []), *args.extra, *ARMS[arm],
     ]  # fmt: skip
-    subprocess.run(command, check=True)
+    returncode = subprocess.run(command).returncode
+    if returncode:  # the run has printed its one-line error: end with its exit code, nothing more
+        sys.exit(returncode)
 
 
 def collect(out: Path, arms: list[str], seeds: int) -> list[dict]:
@@ -95,4 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except (OSError, ValueError) as err:  # unreadable runs: one line, not a traceback
+        sys.exit(f"{Path(__file__).name}: error: {err}")
