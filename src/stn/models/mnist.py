@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from stn.models.registry import register_model
 from stn.modules import ConvLocalization, FCLocalization, SpatialTransformer
+from stn.modules.conv import Conv2d
 from stn.transforms import get as get_transform
 
 __all__ = [
@@ -166,7 +167,7 @@ def cnn_classifier(in_shape: Sequence[int], num_classes: int, channels: int) -> 
         return ((side + 2 * pad - 8) // 2 - 6) // 2
 
     return nn.Sequential(
-        nn.Conv2d(c, c1, 9, padding=pad),
+        Conv2d(c, c1, 9, padding=pad),  # an ST-CNN back-propagates through it to θ: see stn.modules.conv
         nn.ReLU(inplace=True),
         nn.MaxPool2d(2),
         nn.Conv2d(c1, channels, 7),

@@ -1,0 +1,82 @@
+"""A drop-in ``nn.Conv2d`` whose CPU input gradient does not go through oneDNN when the input has one channel.
+
+Why: in an ST-CNN the classifier's first convolution reads the transformer's output, so its input gradient is
+needed (it is the path from the loss to θ). For a one-channel input oneDNN computes that gradient about 5x slower
+than ATen's own im2col kernel (9x9 kernel, 62 filters, batch 256 of 21x21 on one AVX2 core: ~400 ms against
+~70 ms), which made it ~40% of a Table 1 ST-CNN training step (``torch.profiler``; see
+``benchmarks/bench_train.py``). The forward pass and the weight gradient stay with oneDNN, which is fast for them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.autograd.function import once_differentiable
+
+__all__ = ["Conv2d"]
+
+
+class _SingleChannelConv2d(torch.autograd.Function):
+    """``F.conv2d(x, weight, bias, padding=padding)`` (stride 1, no dilation, one group, one input channel)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, padding: list[int]):
+        ctx.save_for_backward(x, weight)
+        ctx.padding = padding
+        return F.conv2d(x, weight, bias, padding=padding)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        need_x, need_w, need_b, _ = ctx.needs_input_grad
+        grad_x = grad_w = grad_b = None
+        if need_x:  # ATen's im2col kernel: what F.conv2d's backward runs with oneDNN disabled
+            grad_x = torch.ops.aten._slow_conv2d_backward(
+                grad, x, weight, weight.shape[2:], [1, 1], ctx.padding, [True, False, False]
+            )[0]
+        if need_w or need_b:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]], [1, 1], ctx.padding, [1, 1], False, [0, 0], 1,
+                [False, need_w, need_b],
+            )  # fmt: skip
+        return grad_x, grad_w, grad_b, None
+
+
+class Conv2d(nn.Conv2d):
+    """``nn.Conv2d`` with a faster CPU input gradient for one-channel inputs; otherwise exactly ``nn.Conv2d``.
+
+    Same arguments, parameters and ``state_dict`` as ``nn.Conv2d``, same forward values. Only a CPU convolution
+    of a one-channel input that needs its gradient (stride 1, no dilation, one group, zero padding given as
+    numbers) takes the other route; its gradients equal ``nn.Conv2d``'s up to float rounding (about 1e-6
+    relative in float32; exact to 1e-12 in float64). It is differentiable once (no double backward on that
+    route).
+
+    Example:
+        >>> import torch
+        >>> from stn.modules.conv import Conv2d
+        >>> conv = Conv2d(1, 8, 5, padding=2)
+        >>> x = torch.rand(2, 1, 12, 12, requires_grad=True)
+        >>> conv(x).shape
+        torch.Size([2, 8, 12, 12])
+    """
+
+    def _single_channel_route(self, x: torch.Tensor) -> bool:
+        return (
+            self.in_channels == 1
+            and self.groups == 1
+            and self.stride == (1, 1)
+            and self.dilation == (1, 1)
+            and self.padding_mode == "zeros"
+            and not isinstance(self.padding, str)
+            and x.dim() == 4
+            and x.device.type == "cpu"
+            and x.requires_grad
+            and torch.is_grad_enabled()
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._single_channel_route(x):
+            return _SingleChannelConv2d.apply(x, self.weight, self.bias, list(self.padding))
+        return super().forward(x)
