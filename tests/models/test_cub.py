@@ -133,3 +133,15 @@ def test_initial_windows_and_boxes():
     assert initial_windows(3, 0.5).shape == (3, 3)
     boxes = attention_boxes(torch.tensor([[[0.5, 0.25, -0.5]]]))
     torch.testing.assert_close(boxes, torch.tensor([[[-0.25, -1.0, 0.75, 0.0]]]))
+
+
+@pytest.mark.parametrize("name", ["cub-cnn", "cub-st-cnn-2x"])
+def test_a_checkpoint_from_before_the_pretrained_backbone_rename_still_loads(name):
+    from stn.engine.checkpoint import build_model
+
+    kwargs = TINY if name != "cub-cnn" else dict(num_classes=10, backbone="tiny")
+    model = create_model(name, pretrained_backbone=False, **kwargs)
+    old = dict(model.stn_spec["kwargs"])
+    old["pretrained"] = old.pop("pretrained_backbone")  # how checkpoints recorded it before
+    rebuilt = build_model({"model_name": name, "model_kwargs": old, "model": model.state_dict()})
+    assert rebuilt.stn_spec == model.stn_spec

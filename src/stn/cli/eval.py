@@ -1,4 +1,5 @@
-"""``stn eval``: score a run's model on its test data again (any experiment whose data stn can rebuild)."""
+"""``stn eval``: score a run's model, or weights shipped with stn, on its test data again (any experiment whose
+data stn can rebuild), computed as the training run computed its test error (:func:`score`)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,17 @@ import json
 import sys
 from typing import Any
 
+import torch
+from torch import nn
+
 from stn.engine.options import add_data_options, add_device_option, positive_int
 
 _EXAMPLES = """examples:
   stn eval runs/rts-st-cnn-aff-seed0                       # a run folder (its checkpoint.pt)
   stn eval runs/rts-st-cnn-aff-seed0/checkpoint.pt --data rts --num-test 2000 --json
   stn eval results/table2/64px/multi --data-dir ~/data/svhn   # SVHN: where the photos are now
+  stn eval --pretrained st-cnn-aff:rts --data rts          # weights shipped with stn (python -c
+                                                           #   "import stn.models as m; print(m.list_pretrained())")
 
 The model is scored with its task (classification error, SVHN sequence error...) on the test set recorded in
 the checkpoint; a run on your own data cannot be rebuilt here (score it with stn.engine.evaluate).
@@ -57,34 +63,91 @@ def _describe(spec: dict[str, Any]) -> str:
     return f"{spec['kind']} ({', '.join(f'{k} {v}' for k, v in spec.items() if k != 'kind')})"
 
 
+def score(
+    model: nn.Module,
+    checkpoint: dict[str, Any],
+    test: Any,
+    device: torch.device | str = "cpu",
+    batch_size: int | None = None,
+) -> dict[str, float]:
+    """Every metric of the checkpoint's task (``{"loss": ..., "error": ...}``) of ``model`` on ``test``, computed
+    as the training run computed its test error: :func:`stn.engine.evaluate` with the run's evaluation batch size
+    and weight layout (channels-last when the run trained so; the layout changes the last bits of the loss).
+
+    ``checkpoint`` is a training checkpoint or a pretrained-weights entry (both record ``task`` and ``config``).
+    """
+    from stn.engine.tasks import task_from_spec
+    from stn.engine.trainer import evaluate
+
+    config = checkpoint.get("config", {})
+    if config.get("channels_last") and all(p.dim() != 5 for p in model.parameters()):
+        model = model.to(memory_format=torch.channels_last)
+    task = task_from_spec(checkpoint["task"])
+    return evaluate(model, test, task, batch_size=batch_size or config.get("eval_batch_size", 1000), device=device)
+
+
+def _pretrained(name: str, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
+    """``(model in eval mode on device, its manifest entry)`` of the pretrained weights ``name``."""
+    from stn.models import create_model
+    from stn.models.pretrained import pretrained_entry, split_name
+
+    entry = pretrained_entry(*split_name(name))
+    model = create_model(entry["model_name"], pretrained=entry["tag"])
+    return model.to(device).eval(), entry
+
+
+def _published(entry: dict[str, Any], args: argparse.Namespace) -> dict[str, float] | None:
+    """The metrics the pretrained ``entry`` recorded for the test set ``args`` asks for, if it recorded them."""
+    if args.data not in (None, entry["data"]["variant"]):
+        return None
+    if args.num_test is None:
+        return {"loss": entry.get("test_loss"), "error": entry["test_error"]}
+    if args.num_test == entry["subset"]["num_test"]:
+        return {"loss": entry["subset"].get("test_loss"), "error": entry["subset"]["test_error"]}
+    return None
+
+
 def _eval(args: argparse.Namespace) -> int:
     from stn.engine.checkpoint import load_model
-    from stn.engine.tasks import task_from_spec
-    from stn.engine.trainer import evaluate, resolve_device
+    from stn.engine.trainer import resolve_device
 
     device = resolve_device(args.device)
-    model, checkpoint = load_model(args.checkpoint, device)
+    if args.pretrained is not None:
+        model, checkpoint = _pretrained(args.pretrained, device)
+        what = {"pretrained": f"{checkpoint['model_name']}.{checkpoint['tag']}"}
+    else:
+        model, checkpoint = load_model(args.checkpoint, device)
+        what = {"checkpoint": str(args.checkpoint)}
     if "task" not in checkpoint:
         raise ValueError(f"{args.checkpoint} records no task (a model saved without training): nothing to score")
-    task = task_from_spec(checkpoint["task"])
     test = load_test_set(checkpoint, args, args.num_test)
-    batch_size = args.batch_size or checkpoint.get("config", {}).get("eval_batch_size", 1000)
-    metrics = evaluate(model, test, task, batch_size=batch_size, device=device)
+    metrics = score(model, checkpoint, test, device, args.batch_size)
     data = dict(checkpoint["data"], **({"variant": args.data} if args.data else {}))
+    published = _published(checkpoint, args) if args.pretrained is not None else None
     result = {
-        "checkpoint": str(args.checkpoint),
+        **what,
         "model": checkpoint["model_name"],
         "data": _describe(data),
         "source": getattr(test, "source", None),
         "test_samples": len(test),
         **{f"test_{m}": v for m, v in metrics.items()},
+        **({f"published_{m}": v for m, v in published.items()} if published else {}),
     }
     if args.json:
         print(json.dumps(result))
         return 0
-    scores = ", ".join(f"{m} {v:.4f}" if m == "loss" else f"{m} {100 * v:.2f}%" for m, v in metrics.items())
-    print(f"{result['model']} on {result['data']} ({len(test)} test samples): {scores}")
+    line = f"{what.get('pretrained', result['model'])} on {result['data']} ({len(test)} test samples): "
+    line += _scores(metrics)
+    if published:
+        line += f" (published: {_scores(published)})"
+    print(line)
     return 0
+
+
+def _scores(metrics: dict[str, float | None]) -> str:
+    return ", ".join(
+        f"{m} {v:.4f}" if m == "loss" else f"{m} {100 * v:.2f}%" for m, v in metrics.items() if v is not None
+    )
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -93,12 +156,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "eval",
         help="test error of a checkpoint",
-        description="Score a checkpoint (or run folder) of any experiment on the test set it was scored on "
-        "during training (distorted MNIST: the same fixed digits every run is scored on).",
+        description="Score a checkpoint (or run folder) of any experiment, or weights shipped with stn "
+        "(--pretrained), on the test set it was scored on during training (distorted MNIST: the official 10,000 "
+        "test digits, distorted the same way for every run), computed as the training run computed it.",
         epilog=_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", help="a run folder, or a checkpoint.pt written by the training engine")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("checkpoint", nargs="?", help="a run folder, or a checkpoint.pt written by the training engine")
+    which.add_argument(
+        "--pretrained",
+        metavar="MODEL:TAG",
+        help="weights shipped with stn instead of a checkpoint, e.g. st-cnn-aff:rts (or st-cnn-aff.rts)",
+    )
     p.add_argument(
         "--data",
         type=str.lower,

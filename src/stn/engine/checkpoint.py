@@ -106,8 +106,9 @@ def build_model(checkpoint: dict[str, Any]) -> nn.Module:
         CheckpointError: the model cannot be built, or the weights do not fit it.
     """
     from stn.models import create_model
+    from stn.models.registry import upgrade_kwargs
 
-    name, kwargs = checkpoint["model_name"], checkpoint["model_kwargs"]
+    name, kwargs = checkpoint["model_name"], upgrade_kwargs(checkpoint["model_name"], checkpoint["model_kwargs"])
     try:
         model = create_model(name, **kwargs)
         model.load_state_dict(checkpoint["model"])

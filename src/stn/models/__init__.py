@@ -1,4 +1,5 @@
-"""Models built by name: ``create_model("st-cnn-aff")``. Importing this package registers them all.
+"""Models built by name: ``create_model("st-cnn-aff")``. Importing this package registers them all. Weights
+trained by stn ship with it: ``create_model("st-cnn-aff", pretrained="rts")`` (see :mod:`stn.models.pretrained`).
 
 Example:
     >>> import torch
@@ -16,6 +17,7 @@ from stn.models import (
     mnist,  # noqa: F401  (registers the Table 1 models)
     svhn,  # noqa: F401  (registers the Table 2 models)
 )
+from stn.models.pretrained import list_pretrained
 from stn.models.registry import create_model, list_models, register_model
 
-__all__ = ["create_model", "list_models", "register_model"]
+__all__ = ["create_model", "list_models", "list_pretrained", "register_model"]

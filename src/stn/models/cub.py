@@ -13,8 +13,8 @@
 Backbones are named: ``"tiny"`` (four strided convolutions, for tests and smoke runs) and ``"resnet18"`` are built
 in (plain PyTorch, random initialisation); any other name is looked up in
 [timm](https://github.com/huggingface/pytorch-image-models) (the ``cub`` extra), with ImageNet weights when
-``pretrained=True`` (the paper uses an Inception network with batch norm, e.g. ``"inception_v3"``). Inputs are RGB
-in ``[0, 1]``; the models normalise them with the ImageNet mean and standard deviation.
+``pretrained_backbone=True`` (the paper uses an Inception network with batch norm, e.g. ``"inception_v3"``).
+Inputs are RGB in ``[0, 1]``; the models normalise them with the ImageNet mean and standard deviation.
 
 Example:
     >>> import torch
@@ -117,7 +117,7 @@ def build_backbone(name: str = "tiny", pretrained: bool = False) -> nn.Module:
         pretrained: load timm's ImageNet weights.
 
     Raises:
-        ValueError: ``pretrained=True`` for a built-in backbone (no weights ship with stn).
+        ValueError: ``pretrained=True`` for a built-in backbone (stn ships no ImageNet weights for those).
         KeyError: a name that is neither built in nor known to timm, or timm is not installed.
     """
     if name in BUILTIN_BACKBONES:
@@ -165,7 +165,7 @@ class CUBClassifier(nn.Module):
     Args:
         num_classes: 200 for the full set.
         backbone: the backbone's name (see :func:`build_backbone`).
-        pretrained: load ImageNet weights (timm backbones only).
+        pretrained_backbone: load timm's ImageNet weights into every backbone (timm backbones only).
         num_transformers: 0 for the CNN baseline (the backbone sees the whole input), else N >= 1.
         crop_size: side of each transformer's output crop.
         loc_size: side the input is resized to for the localisation backbone.
@@ -179,7 +179,7 @@ class CUBClassifier(nn.Module):
         self,
         num_classes: int = 200,
         backbone: str = "tiny",
-        pretrained: bool = False,
+        pretrained_backbone: bool = False,
         num_transformers: int = 0,
         *,
         crop_size: int = 224,
@@ -194,7 +194,7 @@ class CUBClassifier(nn.Module):
         self.normalize = _Normalize()
         self.transformer: ParallelSpatialTransformer | None = None
         if num_transformers:
-            localization = build_backbone(backbone, pretrained)
+            localization = build_backbone(backbone, pretrained_backbone)
             self.transformer = ParallelSpatialTransformer(
                 nn.Sequential(_Resize(loc_size), localization),
                 num_transformers,
@@ -205,7 +205,9 @@ class CUBClassifier(nn.Module):
                 scale_range=(scale, scale),
                 init_theta=initial_windows(num_transformers, scale),
             )
-        self.branches = nn.ModuleList(build_backbone(backbone, pretrained) for _ in range(max(num_transformers, 1)))
+        self.branches = nn.ModuleList(
+            build_backbone(backbone, pretrained_backbone) for _ in range(max(num_transformers, 1))
+        )
         self.classifier = nn.Linear(sum(b.out_features for b in self.branches), num_classes)
 
     def forward(self, x: Tensor, return_theta: bool = False) -> Tensor | tuple[Tensor, Tensor]:
@@ -220,26 +222,31 @@ class CUBClassifier(nn.Module):
         return (logits, theta) if return_theta else logits
 
 
-@register_model("cub-cnn")
-def cub_cnn(num_classes: int = 200, backbone: str = "tiny", pretrained: bool = False) -> CUBClassifier:
+# Before stn grew shipped weights (create_model(..., pretrained=...)), the factories called ImageNet backbone
+# weights ``pretrained``; checkpoints of that time record the old keyword (see registry.upgrade_kwargs).
+_RENAMED = {"pretrained": "pretrained_backbone"}
+
+
+@register_model("cub-cnn", renamed=_RENAMED)
+def cub_cnn(num_classes: int = 200, backbone: str = "tiny", pretrained_backbone: bool = False) -> CUBClassifier:
     """The CNN baseline: one backbone on the whole image."""
-    return CUBClassifier(num_classes, backbone, pretrained)
+    return CUBClassifier(num_classes, backbone, pretrained_backbone)
 
 
 def cub_st_cnn(num_transformers: int, num_classes: int = 200, backbone: str = "tiny", **kwargs) -> CUBClassifier:
-    """N parallel attention transformers, each feeding its own backbone (``kwargs``: ``pretrained``,
+    """N parallel attention transformers, each feeding its own backbone (``kwargs``: ``pretrained_backbone``,
     ``crop_size``, ``loc_size``, ``scale``)."""
-    pretrained = kwargs.pop("pretrained", False)
-    return CUBClassifier(num_classes, backbone, pretrained, num_transformers, **kwargs)
+    pretrained_backbone = kwargs.pop("pretrained_backbone", False)
+    return CUBClassifier(num_classes, backbone, pretrained_backbone, num_transformers, **kwargs)
 
 
-@register_model("cub-st-cnn-2x")
+@register_model("cub-st-cnn-2x", renamed=_RENAMED)
 def cub_st_cnn_2x(**kwargs) -> CUBClassifier:
     """Two parallel attention transformers (see :func:`cub_st_cnn`)."""
     return cub_st_cnn(2, **kwargs)
 
 
-@register_model("cub-st-cnn-4x")
+@register_model("cub-st-cnn-4x", renamed=_RENAMED)
 def cub_st_cnn_4x(**kwargs) -> CUBClassifier:
     """Four parallel attention transformers (see :func:`cub_st_cnn`)."""
     return cub_st_cnn(4, **kwargs)

@@ -1,0 +1,131 @@
+"""Publish the weights of a finished run as pretrained weights shipped with stn (entry ``<model>.<tag>`` of
+``src/stn/models/weights/manifest.json``; see :mod:`stn.models.pretrained`), replacing an entry of the same name.
+
+It reads the run folder (its ``checkpoint.pt``), scores the fp32 weights on the official 10k test split of the
+run's distorted-MNIST variant and on the fixed subset of 500 test digits, with the code ``stn eval`` uses
+(:func:`stn.cli.eval.score`, the engine's evaluate as the run scored itself), refuses weights whose full-split
+error differs from the one the run recorded, and writes the weights file and the manifest atomically. Run::
+
+    python scripts/publish_pretrained.py results/table1-rts-60ep/rts/st-cnn-aff/seed0 --tag rts \\
+        --data-dir ../shared/data/mnist --command "stn reproduce table1 --data RTS --budget long ..."
+
+then check with ``stn eval --pretrained st-cnn-aff:rts --data-dir ../shared/data/mnist`` and commit the new
+weights file, the manifest and the removal of the file it replaced.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from stn.cli.eval import load_test_set, score
+from stn.engine.checkpoint import load_model
+from stn.models.pretrained import SUBSET_SIZE, WEIGHTS_DIR, publish
+from stn.models.registry import upgrade_kwargs
+
+
+def publish_run(
+    run_dir: str | Path,
+    *,
+    command: str,
+    tag: str | None = None,
+    data_dir: str | None = None,
+    weights_dir: str | Path | None = None,
+    allow_difference: bool = False,
+) -> dict[str, Any]:
+    """Publish the finished run in ``run_dir`` as ``<model>.<tag>`` (tag default: the run's variant); returns the
+    manifest entry written.
+
+    Raises:
+        ValueError: the run has not finished, is not on distorted MNIST, was scored on a test split other than
+            the official one where the full MNIST is missing, or its error now differs from the recorded one.
+    """
+    model, checkpoint = load_model(run_dir)
+    if not checkpoint.get("finished"):
+        raise ValueError(
+            f"{run_dir}: the run has not finished (step {checkpoint['step']} of {checkpoint.get('total_steps')})"
+        )
+    data = checkpoint.get("data") or {}
+    if data.get("kind") != "distorted-mnist":
+        raise ValueError(f"{run_dir}: only distorted-MNIST runs can be published (stn eval --pretrained scores them)")
+    record: dict[str, Any] = {
+        "model_name": checkpoint["model_name"],
+        "tag": tag or data["variant"],
+        "model_kwargs": upgrade_kwargs(checkpoint["model_name"], checkpoint["model_kwargs"]),
+        "input_shape": checkpoint["input_shape"],
+        "task": checkpoint["task"],
+        # the official test split, found where the user keeps MNIST
+        "data": {**data, "num_test": None, "root": None, "download": False},
+        "source": checkpoint.get("source"),
+        "config": checkpoint["config"],
+        "params": sum(p.numel() for p in model.parameters()),
+    }
+    model.float()  # the weights ship fp32: score exactly those
+    where = argparse.Namespace(data=None, data_dir=data_dir, download=False)
+    test = load_test_set(record, where)
+    if test.source != "mnist":
+        raise ValueError(f"the official test split needs the full MNIST, found {test.source!r}: pass --data-dir")
+    full = score(model, record, test)
+    subset = score(model, record, load_test_set(record, where, SUBSET_SIZE))
+    history = checkpoint.get("history") or [{}]
+    recorded = history[-1].get("test_error") if data.get("num_test") is None else None
+    if recorded is not None and recorded != full["error"] and not allow_difference:
+        raise ValueError(
+            f"{run_dir}: the run recorded test error {recorded} but its weights score {full['error']} here "
+            "(another torch version or thread count?); --allow-difference publishes the new number"
+        )
+    record |= {
+        "test_error": full["error"],
+        "test_loss": full["loss"],
+        "test_samples": len(test),
+        "subset": {"num_test": SUBSET_SIZE, "test_error": subset["error"], "test_loss": subset["loss"]},
+        "training": {
+            "run": str(run_dir),
+            "command": command,
+            "steps": checkpoint["step"],
+            "epochs": len(checkpoint.get("history") or []),
+            "time_s": history[-1].get("elapsed_s"),
+            "recorded_test_error": recorded,
+        },
+        "evaluated_with": {"torch": torch.__version__, "threads": torch.get_num_threads()},
+    }
+    return publish(model.state_dict(), record, weights_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path, help="a finished run folder (its checkpoint.pt)")
+    parser.add_argument("--command", required=True, help="the command that trained the run (recorded)")
+    parser.add_argument("--tag", help="what the weights were trained on (default: the run's variant, e.g. rts)")
+    parser.add_argument("--data-dir", help="folder with the MNIST files (default: $STN_DATA, then ~/.cache/stn)")
+    parser.add_argument("--weights-dir", type=Path, default=WEIGHTS_DIR, help=f"default {WEIGHTS_DIR}")
+    parser.add_argument("--allow-difference", action="store_true", help="publish an error the run did not record")
+    args = parser.parse_args(argv)
+    try:
+        entry = publish_run(
+            args.run_dir,
+            command=args.command,
+            tag=args.tag,
+            data_dir=args.data_dir,
+            weights_dir=args.weights_dir,
+            allow_difference=args.allow_difference,
+        )
+    except (ValueError, KeyError, OSError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"publish_pretrained: error: {message}", file=sys.stderr)
+        return 1
+    name = f"{entry['model_name']}.{entry['tag']}"
+    print(
+        f"published {name}: {args.weights_dir / entry['file']} ({entry['bytes']:,} bytes, sha256 {entry['sha256']}), "
+        f"test error {100 * entry['test_error']:.2f}% on {entry['test_samples']} digits, "
+        f"{100 * entry['subset']['test_error']:.2f}% on the fixed {SUBSET_SIZE}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
