@@ -6,19 +6,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from stn.engine.options import add_data_options, add_device_option, positive_int
+
+if TYPE_CHECKING:  # torch is imported when a command runs, not when its parser is built
+    import torch
+    from torch import nn
 
 _EXAMPLES = """examples:
   stn eval runs/rts-st-cnn-aff-seed0                       # a run folder (its checkpoint.pt)
   stn eval runs/rts-st-cnn-aff-seed0/checkpoint.pt --data rts --num-test 2000 --json
   stn eval results/table2/64px/multi --data-dir ~/data/svhn   # SVHN: where the photos are now
-  stn eval --pretrained st-cnn-aff:rts --data rts          # weights shipped with stn (python -c
-                                                           #   "import stn.models as m; print(m.list_pretrained())")
+  stn eval --pretrained st-cnn-aff:rts --data rts          # weights shipped with stn (stn.models.list_pretrained())
 
 The model is scored with its task (classification error, SVHN sequence error...) on the test set recorded in
 the checkpoint; a run on your own data cannot be rebuilt here (score it with stn.engine.evaluate).
@@ -76,6 +76,8 @@ def score(
 
     ``checkpoint`` is a training checkpoint or a pretrained-weights entry (both record ``task`` and ``config``).
     """
+    import torch
+
     from stn.engine.tasks import task_from_spec
     from stn.engine.trainer import evaluate
 
