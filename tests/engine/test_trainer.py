@@ -15,7 +15,7 @@ import stn
 from stn.engine.checkpoint import CheckpointError, load_checkpoint
 from stn.engine.config import TrainConfig
 from stn.engine.metrics import read_jsonl
-from stn.engine.trainer import Trainer, apply_lr_schedule, learning_rate, make_sgd
+from stn.engine.trainer import Trainer, apply_lr_schedule, learning_rate, make_optimizer
 from stn.experiments.table1 import make_trainer
 
 
@@ -52,7 +52,7 @@ def test_learning_rate_steps_down_at_the_milestones() -> None:
 
 def test_the_schedule_keeps_each_groups_ratio_to_the_base_rate() -> None:
     model = nn.Sequential(stn.SpatialTransformer(stn.FCLocalization((1, 6, 6), hidden=(4,))), nn.Conv2d(1, 2, 3))
-    optimizer = make_sgd(model, lr=0.01, momentum=0.9, weight_decay=0.0, localization_lr_scale=0.1)
+    optimizer = make_optimizer(model, TrainConfig(lr=0.01, localization_lr_scale=0.1))
     assert [g["name"] for g in optimizer.param_groups] == ["base", "localization"]
     # out of order: the rates are a function of the step (a resumed run must get them back), not of the calls
     for step, decays in [(0, 0), (3, 1), (8, 2), (2, 0), (6, 2), (5, 1)]:

@@ -66,5 +66,5 @@ def test_quick_run_end_to_end_writes_table_results_and_figures(
     assert record["lr"] == 0.05 and "learning rate 0.05" in table
     capsys.readouterr()
     assert addition.run(_args(tiny_mnist, tmp_path, "fcn")) == 0  # finished runs are skipped
-    assert "FCN: done before" in capsys.readouterr().out
+    assert "FCN: finished before, skipped" in capsys.readouterr().out
     assert "2xST-FCN" not in (out / "addition.md").read_text()

@@ -14,10 +14,12 @@ import torch
 from PIL import Image
 
 from stn.cli import main
+from stn.data.cub import CUB200
 from stn.engine.checkpoint import load_checkpoint
 from stn.engine.metrics import read_jsonl
 from stn.engine.trainer import Trainer
 from stn.experiments import table3
+from stn.experiments.sources import build, cub_spec
 
 
 def parse(*argv):
@@ -137,9 +139,9 @@ def test_a_changed_recipe_is_refused_not_mixed_into_a_finished_run(cub_root, tmp
 
 
 def test_flips_are_drawn_per_epoch_and_photo(cub_root):
-    spec = table3.cub_spec(cub_root, image_size=16, limit_train=12, seed=3)
-    train, test = table3.cub_data(spec, "train"), table3.cub_data(spec, "test")
-    assert isinstance(test, table3.CUB200) and len(test) == 60
+    spec = cub_spec(cub_root, image_size=16, limit_train=12, seed=3)
+    train, test = build(spec, "train"), build(spec, "test")
+    assert isinstance(test, CUB200) and len(test) == 60
     photos = torch.stack([train.photos[i][0] for i in range(12)])
 
     def flipped(epoch):
@@ -183,4 +185,4 @@ def test_draw_attention_writes_a_png(tmp_path):
 
 def test_the_spec_keeps_the_photos_folder_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # stn eval may run from another folder than the training
-    assert table3.cub_spec("cub", image_size=8)["root"] == str(tmp_path.resolve() / "cub")
+    assert cub_spec("cub", image_size=8)["root"] == str(tmp_path.resolve() / "cub")

@@ -1,5 +1,5 @@
-"""The 3-D experiment: extruded, posed volumes, an end-to-end quick run on a tiny MNIST through the training
-engine, resume equivalence and ``stn eval`` on its checkpoint."""
+"""The 3-D experiment: an end-to-end quick run on a tiny MNIST through the training engine, resume equivalence
+and ``stn eval`` on its checkpoint (its data: tests/data/test_volumes.py)."""
 
 from __future__ import annotations
 
@@ -12,87 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-import stn
 from stn.cli import main
-from stn.data import load_mnist
 from stn.engine.checkpoint import load_checkpoint
 from stn.engine.metrics import read_jsonl
 from stn.engine.trainer import Trainer
 from stn.experiments import volume3d
-from stn.experiments.volume3d import (
-    PosedVolumes,
-    extrude,
-    pose_volumes,
-    posed_volumes,
-    random_poses,
-    rotation_matrix,
-)
-
-
-def test_extrude_puts_the_digit_in_a_centred_slab() -> None:
-    digits = torch.randint(0, 256, (2, 28, 28), dtype=torch.uint8)
-    volume = extrude(digits, size=60, depth=8)
-    assert volume.shape == (2, 1, 60, 60, 60)
-    canvas = torch.zeros(2, 60, 60)
-    canvas[:, 16:44, 16:44] = digits.float() / 255
-    torch.testing.assert_close(volume[:, 0, 26:34], canvas.unsqueeze(1).expand(2, 8, 60, 60))
-    assert volume[:, :, :26].abs().sum() == 0 and volume[:, :, 34:].abs().sum() == 0
-    with pytest.raises(ValueError, match="extrude"):
-        extrude(digits, size=20)
-
-
-def test_rotation_matrices_are_rotations_composed_z_y_x() -> None:
-    angles = torch.tensor([[10.0, -20.0, 30.0], [0.0, 0.0, 90.0]], dtype=torch.float64)
-    r = rotation_matrix(angles)
-    torch.testing.assert_close(r @ r.transpose(1, 2), torch.eye(3, dtype=torch.float64).expand(2, 3, 3))
-    torch.testing.assert_close(torch.linalg.det(r), torch.ones(2, dtype=torch.float64))
-    x, y = torch.tensor([1.0, 0, 0], dtype=torch.float64), torch.tensor([0, 1.0, 0], dtype=torch.float64)
-    torch.testing.assert_close(r[1] @ x, y)  # 90° about z takes x to y
-    rx, ry, rz = rotation_matrix(torch.tensor([[10.0, 0, 0], [0, -20.0, 0], [0, 0, 30.0]], dtype=torch.float64))
-    torch.testing.assert_close(r[0], rz @ ry @ rx)
-
-
-def test_random_poses_respect_their_ranges_and_the_seed() -> None:
-    params = random_poses(500, torch.Generator().manual_seed(1), max_angle=30.0, max_translation=0.1)
-    assert params["angle"].abs().max() <= 30 and params["angle"].abs().max() > 25
-    assert params["translation"].abs().max() <= 0.1
-    theta = params["theta"].view(-1, 3, 4)
-    torch.testing.assert_close(theta[:, :, :3], rotation_matrix(params["angle"].double()).float(), atol=1e-6, rtol=0)
-    torch.testing.assert_close(theta[:, :, 3], params["translation"])
-    again = random_poses(500, torch.Generator().manual_seed(1), max_angle=30.0, max_translation=0.1)
-    torch.testing.assert_close(again["theta"], params["theta"])
-    with pytest.raises(ValueError, match="max_angle"):
-        random_poses(2, torch.Generator(), max_angle=-1.0)
-
-
-def test_posed_volumes_are_the_extruded_digits_warped_by_the_truth() -> None:
-    digits = torch.rand(3, 1, 7, 7).repeat_interleave(4, 2).repeat_interleave(4, 3)[:, 0]  # smooth 4x4 blocks
-    volumes, params = posed_volumes(digits, torch.Generator().manual_seed(0), max_angle=40.0)
-    torch.testing.assert_close(volumes, stn.warp(extrude(digits), params["theta"], "affine3d"))
-    # undoing the pose with the inverse transform gives back the upright slab (up to interpolation blur)
-    back = stn.warp(volumes, stn.transforms.get("affine3d").inverse(params["theta"]), "affine3d")
-    upright = extrude(digits)
-    error = (back - upright)[:, :, 20:40, 15:45, 15:45].abs().mean()
-    assert error < 0.2 * upright[:, :, 20:40, 15:45, 15:45].mean()
-    still, _ = posed_volumes(digits, torch.Generator(), max_angle=0.0, max_translation=0.0)
-    torch.testing.assert_close(still, upright, atol=1e-5, rtol=0)
-
-
-def test_posed_volume_sets_draw_fresh_training_poses_and_fixed_test_poses(tiny_mnist: Path) -> None:
-    train = PosedVolumes(load_mnist(tiny_mnist, "train"), seed=3, num_samples=10)
-    test = PosedVolumes(load_mnist(tiny_mnist, "test"), seed=3, num_samples=10)
-    assert len(train) == 10
-    assert not torch.equal(train.poses(0), train.poses(1))
-    torch.testing.assert_close(
-        train.poses(1), PosedVolumes(load_mnist(tiny_mnist, "train"), seed=3, num_samples=10).poses(1)
-    )
-    torch.testing.assert_close(test.poses(0), test.poses(5))
-    volumes, labels = test.epoch_tensors(2)
-    assert volumes.shape == (10, 1, 60, 60, 60) and len(volumes) == 10 and torch.equal(labels, test.labels)
-    # each batch is posed by its own digits' θ, whatever the batch
-    expected = pose_volumes(test.images, test.poses(0))
-    torch.testing.assert_close(volumes[torch.tensor([7, 2])], expected[[7, 2]])
-    torch.testing.assert_close(volumes[3:6], expected[3:6])
+from stn.experiments.sources import volume_spec
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -173,5 +98,5 @@ def test_interrupted_run_resumes_to_the_same_weights_and_eval_reproduces_it(
 
 def test_the_spec_keeps_the_mnist_folder_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # stn eval may run from another folder than the training
-    assert volume3d.volume_spec(root="mnist")["root"] == str(tmp_path.resolve() / "mnist")
-    assert volume3d.volume_spec()["root"] is None  # the default search
+    assert volume_spec(root="mnist")["root"] == str(tmp_path.resolve() / "mnist")
+    assert volume_spec()["root"] is None  # the default search

@@ -1,18 +1,10 @@
 """The training recipe: one dataclass, saved with every checkpoint and run, and the presets (budgets) built on it.
 
-The defaults are the paper's recipe for distorted MNIST (section 4.1): SGD, batch 256, base learning rate 0.01
-divided by 10 at fixed fractions of training (the paper: every 50k of 150k iterations, i.e. at 1/3 and 2/3),
-no weight decay, and the localisation net at the same learning rate as the rest. Momentum 0.9 is not stated in
-the paper; it is our choice (the usual SGD setting of the paper's Torch code base, and it makes the short CPU
-budgets converge); ``momentum=0`` gives plain SGD.
-
-Beyond the paper's recipe (off by default, so the paper's stays the default and unchanged): ``schedule="cosine"``
-(cosine decay to 0 instead of the steps), ``warmup`` (a linear warm-up over that fraction of training) and
-``nesterov``. With standardised inputs they make the FCN family learn many times faster (results/fcn-study).
-
-The config says *how* to train; *what* is trained (the model, the data, the task) is given to the
-:class:`~stn.engine.trainer.Trainer` separately. An experiment's budgets are :class:`Preset` s: named
-overrides of these defaults plus the options of its data.
+The defaults are the paper's recipe for distorted MNIST (section 4.1: SGD, batch 256, lr 0.01 divided by 10 at
+1/3 and 2/3 of training) plus momentum 0.9 (our choice); the recipe beyond the paper's (cosine schedule, warm-up,
+Nesterov) is off by default. Both: docs/training.md. The config says *how* to train; *what* is trained (model,
+data, task) is given to the :class:`~stn.engine.trainer.Trainer` separately. An experiment's budgets are
+:class:`Preset` s: named overrides of these defaults plus the options of its data.
 
 Example:
     >>> config = TrainConfig(iterations=1000)

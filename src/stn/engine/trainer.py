@@ -5,26 +5,10 @@ a :class:`~stn.engine.tasks.Task` (loss and metrics) and a :class:`~stn.engine.c
 recipe); it builds neither model nor data. It runs the steps with the learning-rate schedule, gradient
 clipping, AMP (CUDA) and DistributedDataParallel under ``torchrun`` (gloo on CPU, NCCL on CUDA; every process
 trains on its share of each global batch, only rank 0 writes files), evaluates after every epoch, and keeps a
-run folder::
-
-    run_dir/
-      checkpoint.pt      model, optimiser, loop state, RNG states (every epoch, on Ctrl-C / SIGTERM, at the end)
-      config.json        the recipe, the model's name and arguments, the task and the data spec
-      metrics.jsonl      one record per epoch: losses, metrics, learning rate, throughput, θ diagnostics
-      summary.json       written when training finishes (plus what the callbacks write: summary.md,
-                         metrics.csv, curves.png, transformations.png)
-      .lock              the pid of the process writing the folder (a second one fails at once)
-
-**Data.** A dataset with ``epoch_tensors(epoch, device) -> (inputs, targets)`` (the whole epoch at once, e.g.
-:class:`stn.data.DistortedMNIST`) is indexed directly on the device: the fast path. Any other map-style
-``torch.utils.data.Dataset`` of ``(input, target)`` pairs goes through a ``DataLoader`` (``num_workers`` from
-the config); its ``set_epoch(epoch)`` is called first when it has one (for augmentation seeded per epoch). In both
-cases epoch ``e`` visits the samples in a permutation drawn from ``(seed, e)`` alone, cut into global batches
-(the last partial batch is dropped), each process taking its slice of every batch.
-
-**Resume.** ``resume=True`` continues from the checkpoint: the epoch's order is drawn again from the seed and
-the loop restarts at the saved step with the saved RNG states, so N steps equal N/2 + resume + N/2 (exactly on
-the CPU). :func:`run_status` is the one rule for "already done / resume / refuse".
+run folder: ``checkpoint.pt`` (every epoch, on Ctrl-C / SIGTERM, at the end), ``config.json``, ``metrics.jsonl``
+(one record per epoch), ``summary.json`` and a ``.lock``. The data paths (``epoch_tensors`` or a ``DataLoader``),
+the folder and exact resume are described in docs/training.md; :func:`run_status` is the one rule for "already
+done / resume / refuse".
 
 Example:
     >>> import tempfile
@@ -80,7 +64,6 @@ __all__ = [
     "evaluate",
     "learning_rate",
     "make_optimizer",
-    "make_sgd",
     "read_run_config",
     "read_summary",
     "resolve_device",
@@ -104,33 +87,14 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def make_sgd(
-    model: nn.Module,
-    *,
-    lr: float,
-    momentum: float,
-    weight_decay: float,
-    localization_lr_scale: float,
-    nesterov: bool = False,
-) -> torch.optim.SGD:
-    """SGD over :func:`stn.param_groups`: localisation nets at ``lr * localization_lr_scale``, the rest at ``lr``."""
-    groups = param_groups(model, lr, localization_lr_scale)
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, weight_decay=weight_decay, nesterov=nesterov)
-
-
 def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The config's optimiser (SGD with momentum, or Adam) over :func:`stn.param_groups`."""
-    if config.optimizer == "adam":
-        groups = param_groups(model, config.lr, config.localization_lr_scale)
-        return torch.optim.Adam(groups, lr=config.lr, weight_decay=config.weight_decay)
-    return make_sgd(
-        model,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        localization_lr_scale=config.localization_lr_scale,
-        nesterov=config.nesterov,
-    )
+    """The config's optimiser (SGD with momentum, or Adam) over :func:`stn.param_groups`: localisation nets at
+    ``lr * localization_lr_scale``, the rest at ``lr``."""
+    c = config
+    groups = param_groups(model, c.lr, c.localization_lr_scale)
+    if c.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=c.lr, weight_decay=c.weight_decay)
+    return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov)
 
 
 def learning_rate(
@@ -179,13 +143,13 @@ def apply_lr_schedule(
     """Set every param group's lr to its ``initial_lr`` times the :func:`learning_rate` factor at ``step``.
 
     ``initial_lr`` (the key ``torch.optim.lr_scheduler`` uses) is stored on the first call, so groups built at
-    different rates (:func:`make_sgd`'s localisation group) keep their ratio to the base rate. The lrs depend on
+    different rates (:func:`make_optimizer`'s localisation group) keep their ratio to the base rate. The lrs depend on
     ``step`` alone, not on earlier calls, so a resumed run gets the same rates. Returns the factor.
 
     Example:
         >>> from stn.models import create_model
         >>> model = create_model("st-cnn-aff", in_shape=(1, 28, 28), target_params=20_000)
-        >>> opt = make_sgd(model, lr=0.01, momentum=0.9, weight_decay=0.0, localization_lr_scale=0.1)
+        >>> opt = make_optimizer(model, TrainConfig(lr=0.01, localization_lr_scale=0.1))
         >>> apply_lr_schedule(opt, 5_000, 10_000, (0.5, 0.75))
         0.1
         >>> [round(g["lr"], 6) for g in opt.param_groups]
@@ -475,6 +439,7 @@ class Trainer:
         self.elapsed = 0.0  # wall-clock seconds of the whole run (data, evaluation, checkpoints included)
         self._clock = time.perf_counter()
         self.history: list[dict[str, Any]] = []
+        self.summary: dict[str, Any] = {}  # what summary.json holds, once fit has finished
         self._restore(resume)
 
     # --- pieces -----------------------------------------------------------------------------------------------
@@ -767,7 +732,7 @@ class Trainer:
             bar.close()
             if log is not None:
                 log.close()
-        summary = self._summary()
+        self.summary = summary = self._summary()
         if self.ctx.is_main:
             write_text_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
             for callback in self.callbacks:

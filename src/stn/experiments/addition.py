@@ -1,24 +1,15 @@
 """MNIST addition (appendix, Table 4): FCN, CNN, ST-FCN and 2xST-FCN on the sum of two RTS digits.
 
-Two 42x42 channels, each with an independently RTS-distorted digit; the network outputs their sum (19 classes).
-
-Models (:mod:`stn.models.appendix`, about 400k parameters each): FCN, CNN, ST-FCN (one transformer that sees
-and warps both channels) and 2xST-FCN (two transformers in parallel, each seeing both channels and warping both,
-their outputs concatenated into 4 channels) with affine, projective or 16-point TPS transformers. Each is
-trained by the training engine (:class:`stn.engine.Trainer`) on the data layer's ``addition`` variant
-(fresh distortions and partners every epoch; a fixed test set), with the Table 1 recipe (SGD, momentum 0.9,
-learning rate 0.01 divided by 10 at 1/3 and 2/3 of training).
-
-``stn reproduce addition`` writes ``addition.md`` (test error beside the paper's: FCN 47.7, CNN 14.7, ST-FCN
-22.6 / 18.5 / 19.1, 2xST-FCN 9.0 / 5.9 / 5.8 for Aff / Proj / TPS), ``results.json``, and for every transformer
-model ``transformers-<model>.png``: the two input channels and every output channel of its transformer(s), the
-paper's Table 4 (right). Runs live in ``--runs-dir`` (checkpoints, metrics, curves); finished runs are skipped
-and interrupted ones resumed on a second call.
-
-Budgets: ``quick`` (a few minutes of a 2-core CPU for all eight models) is far too short for this task, whose
-models start at the chance level (about 90% error; in our tests the FCN was still there after 1,500 steps of 128):
-it checks the pipeline.
-``paper`` trains 150,000 steps of 256 on the full training split (for a GPU).
+Two 42x42 channels, each with an independently RTS-distorted digit (the data layer's ``addition`` variant); the
+network outputs their sum (19 classes). Models (:mod:`stn.models.appendix`, about 400k parameters each): FCN, CNN,
+ST-FCN (one transformer that sees and warps both channels) and 2xST-FCN (two transformers in parallel, their
+outputs concatenated into 4 channels) with affine, projective or 16-point TPS transformers, each trained by the
+training engine with the Table 1 recipe in ``<runs-dir>/<model>`` (skipped when finished, resumed when
+interrupted). ``stn reproduce addition`` writes ``addition.md`` (test error beside the paper's), ``results.json``
+and, for every transformer model, ``transformers-<model>.png``: the two input channels and every output channel
+of its transformer(s), the paper's Table 4 (right). The ``quick`` budget is far too short for this task, whose
+models start at the chance level (about 90% error): it checks the pipeline; ``paper`` trains 150,000 steps of
+256 (for a GPU). Our runs: docs/reproductions.md.
 
 Example (shell)::
 
@@ -28,19 +19,18 @@ Example (shell)::
 from __future__ import annotations
 
 import argparse
-import json
+from functools import partial
 from pathlib import Path
 
 import torch
 
-from stn.engine.config import Preset, TrainConfig
+from stn.engine.config import Preset
 from stn.engine.metrics import format_markdown_table
 from stn.engine.options import positive_int
-from stn.engine.trainer import Trainer, read_summary, run_status
-from stn.experiments._appendix import add_common_arguments, image_rows
+from stn.engine.trainer import Trainer, read_summary
+from stn.experiments._common import add_common_arguments, config_from_args, image_rows, train_run, write_report
 from stn.experiments.sources import distorted_mnist_spec
-from stn.experiments.table1 import config_from_args, make_trainer
-from stn.io import write_text_atomic
+from stn.experiments.table1 import make_trainer
 from stn.modules.diagnostics import capture_transformers
 
 __all__ = ["BUDGETS", "MODELS", "PAPER", "add_arguments", "plot_transformers", "run"]
@@ -86,14 +76,8 @@ BUDGETS = {
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce addition``."""
-    add_common_arguments(parser, BUDGETS, "results/addition")
+    add_common_arguments(parser, BUDGETS, "results/addition", runs="runs/addition")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to run")
-    parser.add_argument(
-        "--runs-dir",
-        type=Path,
-        default=Path("runs/addition"),
-        help="where each model's run (checkpoint, metrics, curves) lives (default runs/addition)",
-    )
     parser.add_argument("--num-train", type=positive_int, help="override the budget's training samples per epoch")
     parser.add_argument("--num-test", type=positive_int, help="override the budget's number of test samples")
 
@@ -118,34 +102,24 @@ def plot_transformers(trainer: Trainer, path: str | Path, title: str) -> Path | 
     return image_rows(rows, path, title=f"{title}: test samples with sums {labels}")
 
 
-def _run_model(key: str, args: argparse.Namespace, config: TrainConfig, data: dict) -> dict | None:
-    """Train one model (skipping a finished run, resuming an interrupted one); its summary, None if interrupted."""
-    label, name = MODELS[key]
-    run_dir = Path(args.runs_dir) / key
-    spec = distorted_mnist_spec("addition", seed=config.seed, **data)
-    if run_status(run_dir, config, spec) == "done":
-        print(f"{label}: done before, see {run_dir}")
-        return read_summary(run_dir)
-    trainer = make_trainer("addition", name, config, run_dir, resume=True, data_dir=args.data_dir, **data)
-    result = trainer.fit()
-    if not result.finished:
-        print(f"{label} interrupted at step {result.step}; run the command again to resume")
-        return None
-    plot_transformers(trainer, Path(args.out) / f"transformers-{key}.png", label)
-    return result.summary
-
-
 def run(args: argparse.Namespace) -> int:
     """Train the selected models; write ``<out>/addition.md``, ``results.json`` and the transformer figures."""
     budget = BUDGETS[args.budget]
     config = config_from_args(BUDGETS, args)
     data = {k: budget.data[k] if getattr(args, k) is None else getattr(args, k) for k in ("num_train", "num_test")}
+    spec = distorted_mnist_spec("addition", seed=config.seed, **data)
+    options = {"resume": True, "progress": not args.quiet, "data_dir": args.data_dir, **data}
     summaries = {}
     for key in args.models:
-        summary = _run_model(key, args, config, data)
-        if summary is None:
-            return 130
-        summaries[key] = summary
+        label, name = MODELS[key]
+        run_dir = Path(args.runs_dir) / key
+        make = partial(make_trainer, "addition", name, config, run_dir, **options)
+        trained = train_run(label, run_dir, config, spec, make)
+        if isinstance(trained, int):
+            return trained
+        if trained is not None:
+            plot_transformers(trained, Path(args.out) / f"transformers-{key}.png", label)
+        summaries[key] = read_summary(run_dir) if trained is None else trained.summary
     rows = []
     for key, s in summaries.items():
         label = MODELS[key][0]
@@ -177,13 +151,11 @@ def run(args: argparse.Namespace) -> int:
             if (Path(args.out) / f"transformers-{k}.png").is_file()
         )
     )
-    write_text_atomic(Path(args.out) / "addition.md", text)
     record = {
         "budget": args.budget,
         **config.to_dict(),
         **data,
         "results": {MODELS[k][0]: {**s, "paper_error": PAPER[MODELS[k][0]]} for k, s in summaries.items()},
     }
-    write_text_atomic(Path(args.out) / "results.json", json.dumps(record, indent=2) + "\n")
-    print(f"wrote {Path(args.out) / 'addition.md'}")
+    write_report(args.out, "addition", text, record)
     return 0

@@ -1,45 +1,24 @@
 """Co-localisation (appendix, Table 5): an attention transformer that finds the common object of a set of images.
 
-The task: find the digit that a set of images have in common, with no labels and no boxes, only a triplet loss on
-the crops an attention transformer takes.
-
-For one digit class at a time, 100 images of 84x84 hold one 28x28 digit of that class at a uniform random
-place (**T**), or that plus sixteen random 6x6 crops of other digits as clutter (**TC**) — the data layer's
-``coloc`` / ``coloc-tc`` variants, made from the MNIST *test* split (the encoder trains on the training split).
-An attention transformer (``coloc-st``) crops a 28x28 window I_n^T out of each image; the crops should minimise
-the paper's hinge loss
+For one digit class at a time, 100 images of 84x84 hold one 28x28 digit of that class at a uniform random place
+(**T**), or that plus sixteen random 6x6 crops of other digits as clutter (**TC**): the data layer's ``coloc`` /
+``coloc-tc`` variants, made from the MNIST *test* split. With no labels and no boxes, the crops I_n^T that an
+attention transformer (``coloc-st``) takes should minimise the paper's hinge loss
 
     L = sum_n sum_{m != n} max(0, ||e(I_n^T) - e(I_m^T)||² - ||e(I_n^T) - e(I_n^rand)||² + α),   α = 1,
 
-where ``I_n^rand`` is a random crop of ``I_n`` and ``e`` (``coloc-encoder``) concatenates the activations of the
-two hidden layers and the logits of the CNN of Sect. 4.1 (here: the Table 1 CNN trained on the rotated digits R
-by the training engine, or any 28x28 classifier checkpoint given with ``--encoder``).
+where ``I_n^rand`` is a random crop of ``I_n`` and ``e`` (``coloc-encoder``) concatenates the hidden layers and
+logits of a 28x28 digit classifier: the Table 1 CNN trained on R by the training engine in
+``<runs-dir>/encoder``, or any checkpoint given with ``--encoder``.
 
-**How L is minimised (not the paper's way).** The paper trains the transformer on L by SGD over random pairs
-``(n, m)``. We implemented that and it does not find the digits: from the identity start the crops move onto empty
-background within a hundred steps (0% localised), and even when the transformer starts on the digits SGD moves
-every crop off them within a few steps. L itself explains why: crops of empty background all look alike, so
-``||e(I_n^T) - e(I_m^T)||`` vanishes and each term is at most α, while two different digits of a class are far
-apart in e(); the digits are a *stable* configuration (every image's best crop, given the others' crops on their
-digits, is on its own digit) but not the one with the lowest L, and a step that moves all crops at once finds
-the lower one. So we minimise L one image at a time, by **best response**: the candidate crops are the 28x28
-windows of each image on a grid (``stride`` pixels apart, the crop's centre inside the image); every image in
-turn takes the candidate that minimises its terms of L given the others' current crops, with the random crop
-averaged over all the image's candidates (exactly: the expectation over a uniformly random crop), until no image
-changes (or ``rounds`` sweeps). All crops start at the image centre, so no position is given away. The
-transformer (its localisation net: the paper's) is then trained to take those crops by regression of θ, and the
-crops that are scored are the transformer's; it is also scored on 100 *held-out* images of the class that took no
-part in the optimisation, to show that it has learnt to find the digit rather than to remember the images.
-
-A digit counts as localised when the crop box overlaps the 28x28 box the digit was placed in with an intersection
-over union above 0.5; the paper reports 100% on T and 75-93% on TC (depending on the class).
-``stn reproduce colocalization`` writes ``colocalization.md`` (per class, T and TC), ``results.json`` and
-``boxes.png`` (the crops over the sweeps and the transformer's, on a few images of the first class, and on
-held-out images). The budgets are presets of the encoder's training recipe (the recipe options ``--iterations``,
-``--lr``, ``--batch-size``... are the encoder's) plus the search's settings. Only the encoder is a run of the
-training engine: the best response is a search, and the transformer's fit is a 500-step full-batch regression on
-the 100 images just co-localised, whose targets only this search makes (a run folder could not rebuild them,
-and each of its steps would be a whole epoch, checkpoint included).
+**Not the paper's way**: SGD on L moves every crop onto empty background (why: docs/reproductions.md), so L is
+minimised one image at a time, by **best response** (:func:`best_response`) over each image's 28x28 windows on a
+``stride``-pixel grid, all starting at the image centre; the transformer is then fitted to those crops by
+regression of θ (:func:`fit_transformer`), and its crops are scored, also on 100 *held-out* images of the class.
+A digit counts as localised when the crop's box overlaps the box the digit was placed in with IoU > 0.5 (paper:
+100% on T, 75-93% on TC). ``stn reproduce colocalization`` writes ``colocalization.md`` (per class, T and TC),
+``results.json`` and ``boxes.png`` (the crops over the sweeps and the transformer's). The budgets are presets of
+the encoder's recipe (``--iterations``, ``--lr``... are the encoder's) plus the search's settings.
 
 Example (shell)::
 
@@ -49,10 +28,10 @@ Example (shell)::
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -67,13 +46,13 @@ from stn.engine.checkpoint import build_model, load_checkpoint
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.metrics import format_markdown_table
 from stn.engine.options import positive_int
-from stn.engine.trainer import resolve_device, run_status
-from stn.experiments._appendix import add_common_arguments, image_rows
+from stn.engine.trainer import resolve_device
+from stn.experiments._common import add_common_arguments, config_from_args, image_rows, train_run, write_report
 from stn.experiments.sources import distorted_mnist_spec
-from stn.experiments.table1 import config_from_args, make_trainer
-from stn.io import write_text_atomic
+from stn.experiments.table1 import make_trainer
 from stn.models import create_model
 from stn.models.appendix import ActivationEncoder
+from stn.models.cub import attention_boxes as window_boxes
 from stn.modules import SpatialTransformer
 
 __all__ = [
@@ -127,14 +106,10 @@ BUDGETS = {
 
 
 def attention_boxes(theta: Tensor, size: Sequence[int]) -> Tensor:
-    """The input region an attention θ ``(N, 3)`` = ``(s, tx, ty)`` crops, as ``(N, 4)`` ``(x0, y0, x1, y1)``
-    pixel edges of an input of ``size`` ``(H, W)``: normalised ``[t - s, t + s]`` per axis."""
+    """The input region an attention θ ``(N, 3)`` crops (:func:`stn.models.cub.attention_boxes`), as ``(N, 4)``
+    ``(x0, y0, x1, y1)`` pixel edges of an input of ``size`` ``(H, W)``."""
     height, width = size
-    s, tx, ty = theta.unbind(1)
-    return torch.stack(
-        [(tx - s + 1) * width / 2, (ty - s + 1) * height / 2, (tx + s + 1) * width / 2, (ty + s + 1) * height / 2],
-        dim=1,
-    )
+    return (window_boxes(theta) + 1) * theta.new_tensor([width, height, width, height]) / 2
 
 
 def box_iou(a: Tensor, b: Tensor) -> Tensor:
@@ -335,13 +310,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="D",
         help="digit classes to co-localise (default: all ten; 1, 4 and 8 with the quick budget)",
     )
-    parser.add_argument(
-        "--datasets",
-        nargs="+",
-        choices=list(DATASETS),
-        default=list(DATASETS),
-        help="T (no clutter) and/or TC (clutter)",
-    )
+    parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=list(DATASETS), help="T and/or TC")
     parser.add_argument(
         "--encoder",
         type=Path,
@@ -353,9 +322,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--fit-steps", type=positive_int, help="steps fitting the transformer to the crops (default 500)"
     )
-    parser.add_argument(
-        "--num-images", type=positive_int, help="images per class and dataset (default 100, as the paper)"
-    )
+    parser.add_argument("--num-images", type=positive_int, help="images per class and dataset (default 100)")
 
 
 def _encoder(args: argparse.Namespace, config: TrainConfig) -> tuple[ActivationEncoder, str]:
@@ -364,10 +331,11 @@ def _encoder(args: argparse.Namespace, config: TrainConfig) -> tuple[ActivationE
     path = args.encoder
     if path is None:
         path = Path(args.runs_dir) / "encoder"
-        if run_status(path, config, distorted_mnist_spec("r", seed=config.seed, root=args.data_dir)) != "done":
-            trainer = make_trainer("r", "cnn", config, path, data_dir=args.data_dir, resume=True, figures=False)
-            if not trainer.fit().finished:
-                raise KeyboardInterrupt("the encoder's training was interrupted; run the command again to resume")
+        spec = distorted_mnist_spec("r", seed=config.seed, root=args.data_dir)
+        options = {"data_dir": args.data_dir, "resume": True, "figures": False, "progress": not args.quiet}
+        make = partial(make_trainer, "r", "cnn", config, path, **options)
+        if isinstance(train_run("encoder", path, config, spec, make), int):
+            raise KeyboardInterrupt("the encoder's training was interrupted; run the command again to resume")
     checkpoint = load_checkpoint(path)
     if tuple(checkpoint["model_kwargs"]["in_shape"])[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
         raise ValueError(f"{path}: the encoder must take 28x28 digits, got {checkpoint['model_kwargs']}")
@@ -454,20 +422,11 @@ def run(args: argparse.Namespace) -> int:
             )
         if digit == digits[0]:
             _plot_boxes(runs, digit, out / "boxes.png")
-    header = ["digit"] + [
-        f"{name} {column}" for name in args.datasets for column in ("ours (%)", "held out (%)", "mean IoU")
-    ]
+    columns = {"localised_percent": ("ours (%)", ".0f"), "held_out_percent": ("held out (%)", ".0f")}
+    columns["mean_iou"] = ("mean IoU", ".2f")
+    header = ["digit"] + [f"{name} {title}" for name in args.datasets for title, _ in columns.values()]
     rows = [
-        [d]
-        + [
-            value
-            for name in args.datasets
-            for value in (
-                f"{scores[d][name]['localised_percent']:.0f}",
-                f"{scores[d][name]['held_out_percent']:.0f}",
-                f"{scores[d][name]['mean_iou']:.2f}",
-            )
-        ]
+        [d] + [format(scores[d][name][key], f) for name in args.datasets for key, (_, f) in columns.items()]
         for d in digits
     ]
     paper = ", ".join(f"{name} {PAPER[name]}%" for name in args.datasets)
@@ -481,7 +440,6 @@ def run(args: argparse.Namespace) -> int:
         f"{time.perf_counter() - start:.0f} s in all).\n\n"
         f"{format_markdown_table(rows, header)}\n![crops](boxes.png)\n"
     )
-    write_text_atomic(out / "colocalization.md", text)
     record = {
         "scores": scores,
         "encoder": about,
@@ -494,6 +452,5 @@ def run(args: argparse.Namespace) -> int:
         "seed": config.seed,
         "device": str(device),
     }
-    write_text_atomic(out / "results.json", json.dumps(record, indent=2) + "\n")
-    print(f"wrote {out / 'colocalization.md'}")
+    write_report(out, "colocalization", text, record)
     return 0

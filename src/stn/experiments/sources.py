@@ -1,16 +1,16 @@
 """The experiments' data sources, each rebuilt from a JSON-able *data spec* that runs record in their checkpoint
 (``{"kind": ..., options}``), so that ``stn eval`` / ``stn visualize`` can score or show any run's model on its
-test data again.
+test data again. Training sets are seeded by the spec's ``seed``, test sets by
+:data:`stn.engine.config.TEST_SEED`.
 
-* ``"distorted-mnist"`` (Table 1, MNIST addition): :class:`stn.data.DistortedMNIST` of ``variant``; training
-  samples seeded by ``seed``, the test set by :data:`stn.engine.config.TEST_SEED`.
-* ``"svhn"`` (Table 2): :class:`stn.data.svhn.SVHNSequences`; training images get a random crop seeded by
-  ``(seed, epoch, index)`` (:class:`SVHNCrops`), test images their central crop.
-* ``"cub"`` (Table 3): CUB-200-2011 photos at ``image_size``, training ones flipped by ``(seed, epoch,
-  index)`` (:func:`stn.experiments.table3.cub_data`).
+* ``"distorted-mnist"`` (Table 1, MNIST addition): :class:`stn.data.DistortedMNIST` of ``variant``.
+* ``"svhn"`` (Table 2): :class:`stn.data.svhn.SVHNCrops` (random crops for training, central ones for testing).
+* ``"cub"`` (Table 3): CUB-200-2011 photos at ``image_size``, training ones flipped
+  (:class:`stn.data.cub.CUBFlips`).
 * ``"posed-volumes"`` (the 3-D experiment): MNIST digits extruded into volumes in random 3-D poses
-  (:func:`stn.experiments.volume3d.volume_data`).
+  (:class:`stn.data.volumes.PosedVolumes`).
 
+Folders are kept absolute (but MNIST's of distorted MNIST), so that ``stn eval`` finds the data from any folder.
 Other experiments add their kind to :data:`SOURCES`. A run on data only its caller knows (a user's own dataset)
 records ``{}``: :func:`build` then says that it cannot rebuild it.
 
@@ -26,13 +26,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset
 
-from stn.data.datasets import block_seed
+from stn.engine.config import TEST_SEED
 
-__all__ = ["SOURCES", "SVHNCrops", "build", "distorted_mnist_spec", "svhn_spec"]
+__all__ = ["SOURCES", "build", "cub_spec", "distorted_mnist_spec", "svhn_spec", "volume_spec"]
+
+
+def _absolute(root: str | Path | None) -> str | None:
+    return None if root is None else str(Path(root).expanduser().resolve())
 
 
 def distorted_mnist_spec(
@@ -44,7 +46,7 @@ def distorted_mnist_spec(
     root: str | None = None,
     download: bool = False,
 ) -> dict[str, Any]:
-    """The spec of a distorted-MNIST run (see the module docstring)."""
+    """The spec of a distorted-MNIST run: ``num_*`` digits of each split (None: all)."""
     return {
         "kind": "distorted-mnist",
         "variant": variant,
@@ -54,21 +56,6 @@ def distorted_mnist_spec(
         "root": None if root is None else str(root),
         "download": download,
     }
-
-
-def _distorted_mnist(spec: Mapping[str, Any], split: str) -> Dataset:
-    from stn.data import DistortedMNIST
-    from stn.engine.config import TEST_SEED
-
-    train = split == "train"
-    return DistortedMNIST(
-        spec["variant"],
-        split,
-        root=spec.get("root"),
-        seed=spec["seed"] if train else TEST_SEED,
-        num_samples=spec.get("num_train" if train else "num_test"),
-        download=spec.get("download", False),
-    )
 
 
 def svhn_spec(
@@ -85,44 +72,59 @@ def svhn_spec(
     }
 
 
-class SVHNCrops(Dataset):
-    """SVHN sequences as model inputs: float ``(3, S, S)`` crops in [0, 1] (S = 54 of 64 px, 108 of 128 px) and
-    labels ``(5,)``. Training crops are random, drawn from ``(seed, epoch, index)`` alone (:meth:`set_epoch`), so
-    a resumed or data-parallel run sees the same crops; otherwise the central crop."""
-
-    def __init__(self, sequences: Any, *, train: bool, seed: int = 0) -> None:
-        from stn.data.svhn import INPUT_SIZE
-
-        self.sequences, self.train, self.seed, self.epoch = sequences, train, seed, 0
-        self.size = INPUT_SIZE[sequences.crop]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.sequences)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image, labels = self.sequences[index]
-        margin = image.shape[-1] - self.size
-        if self.train:
-            g = torch.Generator().manual_seed(block_seed("svhn-crop", self.seed, self.epoch, index))
-            top, left = torch.randint(0, margin + 1, (2,), generator=g).tolist()
-        else:
-            top = left = margin // 2
-        return image[:, top : top + self.size, left : left + self.size], labels
+def cub_spec(
+    root: str | Path,
+    *,
+    image_size: int,
+    limit_train: int | None = None,
+    limit_test: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """The spec of a CUB run: photos resized to ``image_size``, ``limit_*`` evenly spaced images of each split
+    (None: all)."""
+    return {
+        "kind": "cub",
+        "root": _absolute(root),
+        "image_size": image_size,
+        "limit_train": limit_train,
+        "limit_test": limit_test,
+        "seed": seed,
+    }
 
 
-def _svhn(spec: Mapping[str, Any], split: str) -> Dataset:
-    from stn.data.svhn import SVHNSequences
+def volume_spec(
+    *,
+    seed: int = 0,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    max_angle: float = 45.0,
+    max_translation: float = 0.2,
+    root: str | None = None,
+) -> dict[str, Any]:
+    """The spec of a 3-D run: the first ``num_*`` MNIST digits of each split (None: all) in poses drawn with
+    :func:`stn.data.volumes.random_poses`; ``root``: where MNIST is (None: the default search)."""
+    return {
+        "kind": "posed-volumes",
+        "seed": seed,
+        "num_train": num_train,
+        "num_test": num_test,
+        "max_angle": max_angle,
+        "max_translation": max_translation,
+        "root": _absolute(root),
+    }
 
-    def sequences(name: str) -> Any:
-        return SVHNSequences(spec["root"], name, crop=spec["crop"], cache_dir=spec.get("cache_dir"), progress=False)
 
-    if split == "test":
-        return SVHNCrops(sequences("test"), train=False)
-    parts = [SVHNCrops(sequences(name), train=True, seed=spec["seed"]) for name in spec["splits"]]
-    return parts[0] if len(parts) == 1 else _EpochConcat(parts)
+def _distorted_mnist(spec: Mapping[str, Any], train: bool) -> Dataset:
+    from stn.data import DistortedMNIST
+
+    return DistortedMNIST(
+        spec["variant"],
+        "train" if train else "test",
+        root=spec.get("root"),
+        seed=spec["seed"] if train else TEST_SEED,
+        num_samples=spec.get("num_train" if train else "num_test"),
+        download=spec.get("download", False),
+    )
 
 
 class _EpochConcat(ConcatDataset):
@@ -133,20 +135,42 @@ class _EpochConcat(ConcatDataset):
             part.set_epoch(epoch)
 
 
-def _cub(spec: Mapping[str, Any], split: str) -> Dataset:
-    from stn.experiments.table3 import cub_data
+def _svhn(spec: Mapping[str, Any], train: bool) -> Dataset:
+    from stn.data.svhn import SVHNCrops, SVHNSequences
 
-    return cub_data(spec, split)
+    def crops(name: str) -> SVHNCrops:
+        sequences = SVHNSequences(
+            spec["root"], name, crop=spec["crop"], cache_dir=spec.get("cache_dir"), progress=False
+        )
+        return SVHNCrops(sequences, train=train, seed=spec["seed"])
+
+    parts = [crops(name) for name in spec["splits"]] if train else [crops("test")]
+    return parts[0] if len(parts) == 1 else _EpochConcat(parts)
 
 
-def _posed_volumes(spec: Mapping[str, Any], split: str) -> Dataset:
-    from stn.experiments.volume3d import volume_data
+def _cub(spec: Mapping[str, Any], train: bool) -> Dataset:
+    from stn.data.cub import CUB200, CUBFlips
 
-    return volume_data(spec, split)
+    split = "train" if train else "test"
+    photos = CUB200(spec["root"], split, image_size=spec["image_size"], limit=spec.get(f"limit_{split}"))
+    return CUBFlips(photos, spec["seed"]) if train else photos
 
 
-# kind -> builder(spec, split) of the "train" or "test" dataset
-SOURCES: dict[str, Callable[[Mapping[str, Any], str], Dataset]] = {
+def _posed_volumes(spec: Mapping[str, Any], train: bool) -> Dataset:
+    from stn.data import load_mnist
+    from stn.data.volumes import PosedVolumes
+
+    return PosedVolumes(
+        load_mnist(spec.get("root"), "train" if train else "test"),
+        seed=spec["seed"] if train else TEST_SEED,
+        num_samples=spec.get("num_train" if train else "num_test"),
+        max_angle=spec["max_angle"],
+        max_translation=spec["max_translation"],
+    )
+
+
+# kind -> builder(spec, train) of the training (True) or test (False) dataset
+SOURCES: dict[str, Callable[[Mapping[str, Any], bool], Dataset]] = {
     "distorted-mnist": _distorted_mnist,
     "svhn": _svhn,
     "cub": _cub,
@@ -169,4 +193,4 @@ def build(spec: Mapping[str, Any], split: str) -> Dataset:
         )
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return SOURCES[kind](spec, split)
+    return SOURCES[kind](spec, split == "train")

@@ -30,11 +30,13 @@ import json
 import math
 import statistics
 import time
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stn.engine.config import Preset
-from stn.engine.options import add_data_options, add_training_options, name_list, output_folder, positive_int
+from stn.engine.options import add_data_options, name_list, positive_int
+from stn.experiments._common import add_common_arguments, config_from_args, train_run
 
 if TYPE_CHECKING:
     from stn.engine.config import TrainConfig
@@ -47,8 +49,6 @@ __all__ = [
     "RUN_ORDER",
     "VARIANTS",
     "add_arguments",
-    "budget_help",
-    "config_from_args",
     "make_trainer",
     "run",
     "write_table",
@@ -92,7 +92,7 @@ BUDGETS = {
     # Not the paper's recipe: the winner of results/recipe-ablation (cosine decay after a 5% warm-up) for 60
     # epochs of 60,000 digits; about 90 min per ST-CNN on one CPU core.
     "long": Preset(
-        "60 epochs per model with stn's recipe (cosine + 5% warm-up, not the paper's)",
+        "60 epochs per model with stn's recipe: cosine decay after a short warm-up (not the paper's)",
         {"iterations": 14_063, "lr": 0.03, "schedule": "cosine", "warmup": 0.05},
     ),
 }
@@ -103,15 +103,6 @@ _EXAMPLES = """examples:
   stn reproduce table1 --data all --budget paper --seeds 3 --device cuda
   stn reproduce table1 --data RTS --iterations 5000 --out runs/table1-5k   # a longer custom budget
 """
-
-
-def budget_help(budgets: dict[str, Preset]) -> str:
-    """``--budget``'s help: each preset's description, steps and learning rate, read from the presets."""
-    parts = []
-    for name, b in budgets.items():
-        length = f"{b.iterations:,} steps" if b.iterations else f"{b.epochs} epochs"
-        parts.append(f"{name}: {b.description} ({length} of {b.batch_size} at lr {b.lr:g})")
-    return "; ".join(parts) + f" (default {next(iter(budgets))})"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -130,13 +121,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(MODELS),
         help=f"comma-separated models: {','.join(MODELS)} or all (default all)",
     )
-    parser.add_argument("--budget", choices=tuple(BUDGETS), default="quick", help=budget_help(BUDGETS))
     parser.add_argument("--seeds", type=positive_int, default=1, help="runs per cell with seeds 0..N-1 (default 1)")
-    parser.add_argument("--out", type=output_folder, default=None, help="output folder (default runs/table1-<budget>)")
-    add_training_options(parser, BUDGETS)
+    add_common_arguments(parser, BUDGETS, None, mnist=False)
     parser.add_argument("--num-train", type=positive_int, default=None, help="train on a fixed subset of N digits")
     parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_data_options(parser)
 
 
@@ -312,17 +300,8 @@ def _command(args: argparse.Namespace) -> str:
     return " ".join(parts)
 
 
-def config_from_args(presets: dict[str, Preset], args: argparse.Namespace, **fixed: Any) -> TrainConfig:
-    """The ``--budget`` preset's config with every recipe option given on the command line (and ``fixed``)."""
-    from stn.engine.config import TrainConfig
-
-    given = {f: getattr(args, f, None) for f in TrainConfig.__dataclass_fields__}
-    return presets[args.budget].config(**{**given, **fixed})
-
-
 def run(args: argparse.Namespace) -> int:
     """Train the grid (skipping finished runs) and write the table; returns 0, or 128 + signal if interrupted."""
-    from stn.engine.trainer import run_status
     from stn.experiments.sources import distorted_mnist_spec
 
     out = Path(args.out or f"runs/table1-{args.budget}")
@@ -338,19 +317,17 @@ def run(args: argparse.Namespace) -> int:
         spec = distorted_mnist_spec(
             variant, seed=seed, num_train=args.num_train, num_test=args.num_test, root=args.data_dir
         )
-        if run_status(run_dir, config, spec) == "done":
-            print(f"{label}: finished before, skipped ({run_dir})")
+        make = partial(make_trainer, variant, model, config, run_dir, resume=True, progress=not args.quiet, **data)
+        trained = train_run(label, run_dir, config, spec, make)
+        if trained is None:
             continue
-        print(f"{label}: training in {run_dir}", flush=True)
-        result = make_trainer(variant, model, config, run_dir, resume=True, progress=not args.quiet, **data).fit()
         write_table(out, args.data, args.seeds, command)
-        if not result.finished:
-            print(f"interrupted; run the same command again to continue. Partial table: {out / 'table1.md'}")
-            return 128 + (result.signal or 0)
-        print(
-            f"{label}: test error {100 * result.summary['test_error']:.2f}% "
-            f"(paper {PAPER[model][variant]}%) in {result.summary['time_s'] / 60:.1f} min"
-        )
+        if isinstance(trained, int):
+            print(f"Partial table: {out / 'table1.md'}")
+            return trained
+        s = trained.summary
+        paper = PAPER[model][variant]
+        print(f"{label}: test error {100 * s['test_error']:.2f}% (paper {paper}%) in {s['time_s'] / 60:.1f} min")
     table = write_table(out, args.data, args.seeds, command)
     print(table.read_text())
     print(f"wrote {table} ({math.ceil((time.perf_counter() - started) / 60)} min)")

@@ -1,13 +1,10 @@
 """Table 2 of the paper: sequence error on SVHN multi-digit recognition, CNN vs ST-CNN Single vs ST-CNN Multi.
 
-``stn reproduce table2 --svhn-root DIR [--crop 64|128] [--budget quick|paper]`` trains each model with the
-training engine (:mod:`stn.engine.trainer`: resume, per-epoch checkpoints, SIGTERM save, AMP, DDP under
-torchrun, metrics.jsonl with θ statistics) on the user's copy of SVHN format 1 (``DIR/train``, ``DIR/extra``,
-``DIR/test``), and writes ``table2.md`` with our numbers beside the paper's. Each model's run folder is
-``<out>/<crop>px/<model>/`` (its ``checkpoint.pt`` works with ``stn eval`` / ``stn visualize`` / ``stn export``);
-finished runs are skipped and interrupted ones resumed, so a second call with the other ``--crop`` fills the
-other column of the same table. The first call on a split preprocesses and caches its crops (see
-:class:`stn.data.svhn.SVHNSequences`).
+``stn reproduce table2 --svhn-root DIR`` trains each model on the user's copy of SVHN format 1 (``DIR/train``,
+``DIR/extra``, ``DIR/test``; the first call on a split caches its crops, see :class:`stn.data.svhn.SVHNSequences`)
+in its own run of the training engine, ``<out>/<crop>px/<model>/`` (skipped when finished, resumed when
+interrupted, scored again by ``stn eval``), and writes ``table2.md`` beside the paper's numbers: a second call
+with the other ``--crop`` fills the other column.
 
 Recipe (ours where the paper is silent): SGD with momentum 0.9, batch 128, base learning rate 0.01 divided by 10
 at 1/2 and 3/4 of training, weight decay 5e-4, localisation nets at 1/10 of the base rate (the paper), random
@@ -28,12 +25,13 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from stn.engine.config import Preset, TrainConfig
-from stn.engine.options import add_training_options, option_type, output_folder
-from stn.experiments.table1 import budget_help, config_from_args
+from stn.engine.options import option_type
+from stn.experiments._common import add_common_arguments, config_from_args, train_run
 
 __all__ = ["BUDGETS", "MODELS", "PAPER", "add_arguments", "make_trainer", "run", "write_table"]
 
@@ -64,13 +62,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce table2``."""
     parser.add_argument("--svhn-root", required=True, type=Path, help="folder with train/, extra/, test/ (format 1)")
     parser.add_argument("--crop", type=int, choices=CROPS, default=64, help="64 (tight) or 128 (loose)")
-    parser.add_argument("--budget", choices=tuple(BUDGETS), default="quick", help=budget_help(BUDGETS))
-    parser.add_argument("--out", type=output_folder, default=Path("results/table2"), help="output folder")
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to run")
     parser.add_argument("--cache-dir", type=Path, help="where preprocessed arrays are cached")
-    add_training_options(parser, BUDGETS)
+    add_common_arguments(parser, BUDGETS, "results/table2", mnist=False)
     parser.add_argument("--num-workers", type=option_type("num_workers"), help="data-loading processes (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def make_trainer(
@@ -114,24 +109,20 @@ def make_trainer(
 
 def run(args: argparse.Namespace) -> int:
     """Train and score the selected models; write ``<out>/table2.md``. Returns the exit code."""
-    from stn.engine.trainer import run_status
     from stn.experiments.sources import svhn_spec
 
     config = config_from_args(BUDGETS, args)
     splits = BUDGETS[args.budget].splits
     spec = svhn_spec(args.svhn_root, crop=args.crop, splits=splits, seed=config.seed, cache_dir=args.cache_dir)
     for key in args.models:
-        label = MODELS[key][0]
-        run_dir = Path(args.out) / f"{args.crop}px" / key
-        if run_status(run_dir, config, spec) == "done":
-            print(f"{label} ({args.crop}px): done before, see {run_dir}")
-            continue
-        result = make_trainer(key, config, spec, run_dir, progress=not args.quiet).fit()
-        if not result.finished:
-            print(f"{label} interrupted at step {result.step}; run the command again to resume")
-            return 128 + (result.signal or 0)
-        s = result.summary
-        print(f"{label} ({args.crop}px): sequence error {100 * s['test_error']:.2f}% on {s['test_samples']} images")
+        label, run_dir = f"{MODELS[key][0]} ({args.crop}px)", Path(args.out) / f"{args.crop}px" / key
+        make = partial(make_trainer, key, config, spec, run_dir, progress=not args.quiet)
+        trained = train_run(label, run_dir, config, spec, make)
+        if isinstance(trained, int):
+            return trained
+        if trained is not None:
+            s = trained.summary
+            print(f"{label}: sequence error {100 * s['test_error']:.2f}% on {s['test_samples']} images")
     print(f"wrote {write_table(args.out)}")
     return 0
 

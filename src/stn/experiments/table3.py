@@ -1,10 +1,11 @@
 """Table 3 of the paper: CUB-200-2011 bird classification accuracy, CNN vs 2x / 4x ST-CNN, attention boxes.
 
 ``stn reproduce table3 --cub-root DIR`` trains the four rows of the table on the user's copy of CUB-200-2011
-(official layout, see :mod:`stn.data.cub`), scores the test split, writes ``table3.md`` beside the paper's
-numbers and, for each ST-CNN, ``<run>/attention.png``: test images with the bird's box (dashed) and each
-transformer's window. The table also reports how often a window's centre lies on the bird's box and the mean
-fraction of each window covered by the box (the boxes are never used for training).
+(:mod:`stn.data.cub`), each in its own run of the training engine (``<runs-dir>/<row>/``: skipped when finished,
+resumed when interrupted, scored again by ``stn eval``), and writes ``<out>/<row>/result.json``, ``table3.md``
+beside the paper's numbers and, for each ST-CNN, ``<out>/<row>/attention.png``: test images with the bird's box
+(dashed) and each transformer's window. The table also reports how often a window's centre lies on the bird's box
+and the mean fraction of each window covered by the box (the boxes are never used for training).
 
 Rows (``--input-size`` S = 448 in the paper): the CNN sees the image at S/2; "2xST-CNN 224px" sees the image at
 S/2 and samples S/2 crops from it (upsampling its half-size windows); "2x / 4xST-CNN 448px" see the image at S
@@ -14,11 +15,6 @@ Recipe (ours where the paper is silent): an ImageNet-pretrained backbone from ti
 ``inception_v3``; the paper's is Inception with batch norm), SGD with momentum 0.9, batch 32, learning rate 0.01
 divided by 10 at 2/3 of training, weight decay 1e-4, random horizontal flips; the localisation net learns 1e-4
 times slower than the rest (the paper trains it far slower). Budgets: ``quick`` 5 epochs, ``paper`` 50 epochs.
-Each row is one run of the training engine in ``<runs-dir>/<run>/`` (checkpoint every epoch, ``metrics.jsonl``
-with the θ statistics, ``summary.json``; see :mod:`stn.engine.trainer`), its ``result.json`` and figure go to
-``<out>/<run>/``: a finished row is skipped, an interrupted one resumed, and ``stn eval <runs-dir>/<run>``
-scores its checkpoint again.
-The data spec (kind ``"cub"``) records the photos' size and the subsets, so ``stn eval`` rebuilds the test set.
 
 Example (shell)::
 
@@ -33,6 +29,7 @@ import argparse
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +37,14 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
-from stn.data.cub import CUB200
-from stn.data.datasets import block_seed
 from stn.engine.callbacks import Figures, Reports, ThetaHistory, ThetaStats
-from stn.engine.checkpoint import load_model
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.metrics import format_markdown_table
 from stn.engine.options import option_type, positive_int
 from stn.engine.tasks import ClassificationTask
-from stn.engine.trainer import Trainer, read_summary, resolve_device, run_status
-from stn.experiments._appendix import add_common_arguments
-from stn.experiments.table1 import config_from_args
+from stn.engine.trainer import Trainer, read_summary, run_status
+from stn.experiments._common import add_common_arguments, config_from_args, trained_model
+from stn.experiments.sources import build, cub_spec
 from stn.io import atomic_path, write_text_atomic
 from stn.models import create_model
 from stn.models.cub import attention_boxes
@@ -59,13 +53,10 @@ from stn.models.registry import model_spec
 __all__ = [
     "BUDGETS",
     "RUNS",
-    "CUBFlips",
     "Run",
     "add_arguments",
     "attention_stats",
     "attention_theta",
-    "cub_data",
-    "cub_spec",
     "draw_attention",
     "make_trainer",
     "run",
@@ -107,60 +98,6 @@ BUDGETS = {
 _THETA_STATS_SAMPLES = 64  # test images whose θ statistics are logged every epoch
 
 
-# --- data ----------------------------------------------------------------------------------------------------
-
-
-def cub_spec(
-    root: str | Path,
-    *,
-    image_size: int,
-    limit_train: int | None = None,
-    limit_test: int | None = None,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The data spec of a CUB run (kind ``"cub"``, see :mod:`stn.experiments.sources`): photos resized to
-    ``image_size``, ``limit_*`` evenly spaced images of each split (None: all), flips seeded by ``seed``;
-    ``root`` is kept absolute, so that ``stn eval`` finds the photos from any folder."""
-    return {
-        "kind": "cub",
-        "root": str(Path(root).expanduser().resolve()),
-        "image_size": image_size,
-        "limit_train": limit_train,
-        "limit_test": limit_test,
-        "seed": seed,
-    }
-
-
-class CUBFlips(Dataset):
-    """CUB training photos, each flipped horizontally with probability 1/2 drawn from ``(seed, epoch, index)``
-    alone (:meth:`set_epoch`), so that a resumed or data-parallel run sees the same flips."""
-
-    def __init__(self, photos: CUB200, seed: int = 0) -> None:
-        self.photos, self.seed, self.epoch = photos, seed, 0
-        self.num_classes = photos.num_classes
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.photos)
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image, label = self.photos[index]
-        generator = torch.Generator().manual_seed(block_seed("cub-flip", self.seed, self.epoch, index))
-        flip = bool(torch.rand((), generator=generator) < 0.5)
-        return (image.flip(-1) if flip else image), label
-
-
-def cub_data(spec: Mapping[str, Any], split: str) -> Dataset:
-    """The ``"train"`` (:class:`CUBFlips`) or ``"test"`` (:class:`~stn.data.cub.CUB200`) set of a :func:`cub_spec`."""
-    photos = CUB200(spec["root"], split, image_size=spec["image_size"], limit=spec.get(f"limit_{split}"))
-    return CUBFlips(photos, spec["seed"]) if split == "train" else photos
-
-
-# --- the experiment ------------------------------------------------------------------------------------------
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``stn reproduce table3``."""
     add_common_arguments(parser, BUDGETS, "results/table3", mnist=False, runs="runs/table3")
@@ -179,7 +116,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=option_type("num_workers"),
         help="data-loading processes (default 4)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def make_trainer(
@@ -187,16 +123,15 @@ def make_trainer(
     config: TrainConfig,
     spec: Mapping[str, Any],
     run_dir: str | Path,
-    *,
     backbone: str = "tiny",
     pretrained: bool = False,
     progress: bool = True,
 ) -> Trainer:
     """The :class:`~stn.engine.trainer.Trainer` of row ``key`` of the table on the CUB data of ``spec``
-    (:func:`cub_spec`; its ``image_size`` is the model's input, S or S/2), the model initialised from the
-    config's seed; it resumes a run found in ``run_dir``."""
+    (:func:`~stn.experiments.sources.cub_spec`; its ``image_size`` is the model's input, S or S/2), the model
+    initialised from the config's seed; it resumes a run found in ``run_dir``."""
     row = RUNS[key]
-    train_set, test_set = cub_data(spec, "train"), cub_data(spec, "test")
+    train_set, test_set = build(spec, "train"), build(spec, "test")
     options: dict[str, Any] = {"num_classes": train_set.num_classes, "backbone": backbone, "pretrained": pretrained}
     if row.model != "cub-cnn":
         half = spec["image_size"] // 2 if row.full_resolution else spec["image_size"]
@@ -227,23 +162,6 @@ def attention_theta(model: nn.Module, test_set: Dataset, batch_size: int, num_wo
     return torch.cat([model(x.to(device), return_theta=True)[1].cpu() for x, _ in loader])
 
 
-def _trained_model(
-    key: str, args: argparse.Namespace, config: TrainConfig, spec: dict[str, Any], run_dir: Path
-) -> nn.Module | int | None:
-    """The model of row ``key``'s run: trained (or resumed), or loaded when the run finished before; the exit
-    code if the training was interrupted; None in the other processes of a data-parallel run."""
-    if run_status(run_dir, config, spec) == "done":
-        return load_model(run_dir, resolve_device(config.device))[0]
-    trainer = make_trainer(
-        key, config, spec, run_dir, backbone=args.backbone, pretrained=args.pretrained, progress=not args.quiet
-    )
-    outcome = trainer.fit()
-    if not outcome.finished:
-        print(f"{RUNS[key].label} interrupted at step {outcome.step}; run the command again to resume")
-        return 128 + (outcome.signal or 0)
-    return trainer.model if outcome.is_main else None
-
-
 def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | int | None:
     """Train (or resume) and score row ``key``: its result (``<out>/<key>/result.json``, read when there and the
     run in ``<runs-dir>/<key>`` finished with the same recipe and data), the exit code of an interrupted run, or
@@ -255,12 +173,13 @@ def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[st
         args.cub_root, image_size=size, limit_train=args.limit_train, limit_test=args.limit_test, seed=config.seed
     )
     if run_status(run_dir, config, spec) == "done" and result_path.is_file():
-        print(f"{row.label}: done before, see {result_path}")
+        print(f"{row.label}: finished before, skipped ({result_path})")
         return json.loads(result_path.read_text(encoding="utf-8"))
-    model = _trained_model(key, args, config, spec, run_dir)
+    make = partial(make_trainer, key, config, spec, run_dir, args.backbone, args.pretrained, not args.quiet)
+    model = trained_model(row.label, run_dir, config, spec, make)
     if model is None or isinstance(model, int):
         return model
-    summary, test_set = read_summary(run_dir), cub_data(spec, "test")
+    summary, test_set = read_summary(run_dir), build(spec, "test")
     result = {
         "run": key,
         "label": row.label,
