@@ -132,7 +132,11 @@ def make_trainer(
     initialised from the config's seed; it resumes a run found in ``run_dir``."""
     row = RUNS[key]
     train_set, test_set = build(spec, "train"), build(spec, "test")
-    options: dict[str, Any] = {"num_classes": train_set.num_classes, "backbone": backbone, "pretrained": pretrained}
+    options: dict[str, Any] = {
+        "num_classes": train_set.num_classes,
+        "backbone": backbone,
+        "pretrained_backbone": pretrained,
+    }
     if row.model != "cub-cnn":
         half = spec["image_size"] // 2 if row.full_resolution else spec["image_size"]
         options.update(crop_size=half, loc_size=half)
@@ -234,7 +238,8 @@ def write_table(out: str | Path) -> Path:
             rows.append([spec.label, spec.paper_accuracy, "—", "", "not run"])
             continue
         r = json.loads(path.read_text())
-        init = "ImageNet" if r["pretrained"] else "random init"
+        # older results say "pretrained"
+        init = "ImageNet" if r.get("pretrained_backbone", r.get("pretrained")) else "random init"
         setup = (
             f"{r['backbone']} ({init}), {r['image_size']}px, {r['train_images']} train / {r['test_images']} test "
             f"images of {r['classes']} classes, {r['epochs']} epochs, localisation lr x{r['localization_lr_scale']:g}, "
