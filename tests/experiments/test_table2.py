@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from stn.cli import main
+from stn.data.specs import build, svhn_spec
 from stn.data.svhn import DigitBox, SVHNRecord, write_digit_struct
 from stn.engine.checkpoint import load_checkpoint, load_model
 from stn.engine.config import TrainConfig
@@ -23,7 +24,6 @@ from stn.engine.metrics import read_jsonl
 from stn.engine.tasks import SequenceTask
 from stn.engine.trainer import Trainer, evaluate
 from stn.experiments import table2
-from stn.experiments.sources import build, svhn_spec
 
 
 @pytest.fixture
@@ -165,7 +165,7 @@ import os, sys, torch
 from pathlib import Path
 from stn.engine.config import TrainConfig
 from stn.experiments import table2
-from stn.experiments.sources import svhn_spec
+from stn.data.specs import svhn_spec
 
 torch.set_num_threads(1)
 root, cache, out = map(Path, sys.argv[1:4])

@@ -15,11 +15,11 @@ from PIL import Image
 
 from stn.cli import main
 from stn.data.cub import CUB200
+from stn.data.specs import build, cub_spec
 from stn.engine.checkpoint import load_checkpoint
 from stn.engine.metrics import read_jsonl
 from stn.engine.trainer import Trainer
 from stn.experiments import table3
-from stn.experiments.sources import build, cub_spec
 
 
 def parse(*argv):
@@ -142,7 +142,7 @@ def test_flips_are_drawn_per_epoch_and_photo(cub_root):
     spec = cub_spec(cub_root, image_size=16, limit_train=12, seed=3)
     train, test = build(spec, "train"), build(spec, "test")
     assert isinstance(test, CUB200) and len(test) == 60
-    photos = torch.stack([train.photos[i][0] for i in range(12)])
+    photos = torch.stack([train.base[i][0] for i in range(12)])
 
     def flipped(epoch):
         train.set_epoch(epoch)

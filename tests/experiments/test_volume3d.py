@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from stn.cli import main
+from stn.data.specs import volume_spec
 from stn.engine.checkpoint import load_checkpoint
 from stn.engine.metrics import read_jsonl
 from stn.engine.trainer import Trainer
 from stn.experiments import volume3d
-from stn.experiments.sources import volume_spec
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -52,9 +52,9 @@ def _recipe() -> str:
 
 def _train_both(args: argparse.Namespace, out: Path) -> tuple[dict[str, dict], int]:
     """Train (or reuse) both models: ``({model: summary}, 0)``, or ``({...}, 128 + signal)`` when interrupted."""
+    from stn.data.specs import distorted_mnist_spec
     from stn.engine.config import TrainConfig
     from stn.engine.trainer import read_summary, run_status
-    from stn.experiments.sources import distorted_mnist_spec
     from stn.experiments.table1 import make_trainer
 
     summaries = {}

@@ -28,7 +28,7 @@ the checkpoint; a run on your own data cannot be rebuilt here (score it with stn
 def load_test_set(checkpoint: dict[str, Any], args: argparse.Namespace, num_test: int | None = None) -> Any:
     """The test set recorded in ``checkpoint`` (``--data`` / ``num_test`` / ``--data-dir`` override the
     variant, sample count and location), checked against the model's input shape."""
-    from stn.experiments.sources import build
+    from stn.data.specs import build
 
     spec = dict(checkpoint.get("data") or {})
     if args.data is not None:

@@ -45,7 +45,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from stn.data.datasets import block_seed
+from stn.data.datasets import EpochDraws
 
 __all__ = [
     "CUB200",
@@ -274,22 +274,15 @@ def box_to_normalized(box: np.ndarray | Tensor, image_size: tuple[int, int]) -> 
     return torch.tensor([2 * x / width - 1, 2 * y / height - 1, 2 * (x + w) / width - 1, 2 * (y + h) / height - 1])
 
 
-class CUBFlips(Dataset):
+class CUBFlips(EpochDraws):
     """CUB training photos, each flipped horizontally with probability 1/2 drawn from ``(seed, epoch, index)``
-    alone (:meth:`set_epoch`), so that a resumed or data-parallel run sees the same flips."""
+    alone (:class:`~stn.data.datasets.EpochDraws`), so that a resumed or data-parallel run sees the same flips."""
 
     def __init__(self, photos: CUB200, seed: int = 0) -> None:
-        self.photos, self.seed, self.epoch = photos, seed, 0
+        super().__init__(photos, seed)
         self.num_classes = photos.num_classes
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.photos)
-
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image, label = self.photos[index]
-        generator = torch.Generator().manual_seed(block_seed("cub-flip", self.seed, self.epoch, index))
-        flip = bool(torch.rand((), generator=generator) < 0.5)
+        image, label = self.base[index]
+        flip = bool(torch.rand((), generator=self.generator("cub-flip", index)) < 0.5)
         return (image.flip(-1) if flip else image), label

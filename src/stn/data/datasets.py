@@ -35,12 +35,12 @@ from collections.abc import Iterable, Iterator
 
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, IterableDataset, Subset, get_worker_info
+from torch.utils.data import ConcatDataset, Dataset, IterableDataset, Subset, get_worker_info
 
 from stn.data.distortions import GENERATORS, VariantInfo, variant_info
 from stn.data.mnist import MNIST, SPLITS, load_mnist
 
-__all__ = ["BLOCK_SIZE", "DistortedMNIST", "EpochBatches", "block_seed"]
+__all__ = ["BLOCK_SIZE", "DistortedMNIST", "EpochBatches", "EpochConcat", "EpochDraws", "block_seed"]
 
 BLOCK_SIZE = 1024  # samples per block of random draws; changing it changes every generated dataset
 
@@ -49,6 +49,33 @@ def block_seed(*parts: object) -> int:
     """A stable 63-bit seed from ``parts`` (the same in every process and Python version, unlike ``hash``)."""
     digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
+
+
+class EpochDraws(Dataset):
+    """Base of a view of ``base`` whose random draws (flips, crops) come from ``(seed, epoch, index)`` alone
+    (:meth:`generator`; the epoch is set by :meth:`set_epoch`), so that a resumed or data-parallel run sees the
+    same draws. Subclasses implement ``__getitem__``."""
+
+    def __init__(self, base: Dataset, seed: int = 0) -> None:
+        self.base, self.seed, self.epoch = base, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def generator(self, name: str, index: int) -> torch.Generator:
+        """A CPU generator seeded by ``(name, seed, epoch, index)``."""
+        return torch.Generator().manual_seed(block_seed(name, self.seed, self.epoch, index))
+
+
+class EpochConcat(ConcatDataset):
+    """A concatenation that passes :meth:`set_epoch` on to its parts."""
+
+    def set_epoch(self, epoch: int) -> None:
+        for part in self.datasets:
+            part.set_epoch(epoch)
 
 
 def _check_epoch(epoch: int) -> int:

@@ -54,7 +54,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
-from stn.data.datasets import block_seed
+from stn.data.datasets import EpochDraws
 from stn.data.mnist import default_cache_dir
 from stn.io import atomic_path
 
@@ -401,25 +401,18 @@ def center_crops(images: Tensor, size: int) -> Tensor:
     return images[..., top : top + size, left : left + size]
 
 
-class SVHNCrops(Dataset):
+class SVHNCrops(EpochDraws):
     """SVHN sequences as model inputs: float ``(3, S, S)`` crops in [0, 1] (S = :data:`INPUT_SIZE` of the stored
     crop) and labels ``(5,)``. Training crops are random (:func:`random_crops`), drawn from ``(seed, epoch,
-    index)`` alone (:meth:`set_epoch`), so a resumed or data-parallel run sees the same crops; otherwise the
-    central crop."""
+    index)`` alone (:class:`~stn.data.datasets.EpochDraws`), so a resumed or data-parallel run sees the same
+    crops; otherwise the central crop."""
 
     def __init__(self, sequences: SVHNSequences, *, train: bool, seed: int = 0) -> None:
-        self.sequences, self.train, self.seed, self.epoch = sequences, train, seed, 0
-        self.size = INPUT_SIZE[sequences.crop]
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.sequences)
+        super().__init__(sequences, seed)
+        self.train, self.size = train, INPUT_SIZE[sequences.crop]
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        image, labels = self.sequences[index]
+        image, labels = self.base[index]
         if not self.train:
             return center_crops(image, self.size), labels
-        generator = torch.Generator().manual_seed(block_seed("svhn-crop", self.seed, self.epoch, index))
-        return random_crops(image[None], self.size, generator)[0], labels
+        return random_crops(image[None], self.size, self.generator("svhn-crop", index))[0], labels

@@ -23,10 +23,8 @@ from typing import Any
 
 from stn.engine.options import RULES, check
 
-__all__ = ["RESUMABLE_FIELDS", "SCHEDULES", "TEST_SEED", "Preset", "TrainConfig"]
+__all__ = ["RESUMABLE_FIELDS", "SCHEDULES", "Preset", "TrainConfig"]
 
-# The distortions of the test set never change: every run, model and seed is scored on the same digits.
-TEST_SEED = 0
 # Fields a resumed run may change; every other field must match the checkpoint's.
 RESUMABLE_FIELDS = frozenset(
     {"epochs", "iterations", "device", "tensorboard", "eval_batch_size", "channels_last", "num_workers"}

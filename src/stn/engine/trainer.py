@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
 from stn.data.datasets import block_seed
+from stn.data.specs import spec_differences
 from stn.engine.callbacks import Callback, default_callbacks
 from stn.engine.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
 from stn.engine.config import RESUMABLE_FIELDS, TrainConfig
@@ -72,8 +73,6 @@ __all__ = [
 
 CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.json"
-# Keys of a data spec that say where the data is, not what it is: a run may be resumed or re-scored with others.
-DATA_LOCATION_KEYS = frozenset({"root", "data_dir", "download", "cache_dir"})
 _POSTFIX_EVERY = 10  # steps between progress-bar updates (each reads values back from the device)
 
 
@@ -255,11 +254,6 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return saved
 
 
-def _data_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple]:
-    keys = (set(saved) | set(now)) - DATA_LOCATION_KEYS
-    return {f"data.{k}": (saved.get(k), now.get(k)) for k in sorted(keys) if saved.get(k) != now.get(k)}
-
-
 def run_status(run_dir: str | Path, config: TrainConfig, data_spec: Mapping[str, Any] | None = None) -> str:
     """The one rule for a run folder: ``"new"`` (no checkpoint), ``"done"`` (a finished run of the same recipe,
     data and length: nothing to do) or ``"resume"`` (anything else; the :class:`Trainer` then refuses, with
@@ -276,7 +270,7 @@ def run_status(run_dir: str | Path, config: TrainConfig, data_spec: Mapping[str,
     same_recipe = not TrainConfig.from_dict(saved["config"]).differences(
         config, ignore=RESUMABLE_FIELDS - {"epochs", "iterations"}
     )
-    same_data = data_spec is None or not _data_differences(saved.get("data", {}), data_spec)
+    same_data = data_spec is None or not spec_differences(saved.get("data", {}), data_spec)
     return "done" if same_recipe and same_data else "resume"
 
 
@@ -520,7 +514,7 @@ class Trainer:
             )
         if state.get("task") != self.task.spec():
             differences["task"] = (state.get("task"), self.task.spec())
-        differences.update(_data_differences(state.get("data", {}), self.data_spec))
+        differences |= {f"data.{k}": v for k, v in spec_differences(state.get("data", {}), self.data_spec).items()}
         if differences:
             listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differences.items())
             raise CheckpointError(f"cannot resume {self.checkpoint_path} with another configuration ({listed})")

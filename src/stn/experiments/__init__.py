@@ -7,7 +7,7 @@ An experiment is a module of this package that defines
 * ``run(args: argparse.Namespace) -> int``: does the work, returns the exit code.
 
 An experiment is a specification on top of the training engine (:mod:`stn.engine`): it builds the model, the
-data (a data spec of :mod:`stn.experiments.sources`, so that ``stn eval`` can rebuild the test set), the task and
+data (a data spec of :mod:`stn.data.specs`, so that ``stn eval`` can rebuild the test set), the task and
 the recipe (its budgets are :class:`~stn.engine.config.Preset` s), asks :func:`stn.engine.trainer.run_status`
 whether a run is done, and lets :class:`~stn.engine.trainer.Trainer` train it.
 

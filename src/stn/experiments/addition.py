@@ -24,12 +24,12 @@ from pathlib import Path
 
 import torch
 
+from stn.data.specs import distorted_mnist_spec
 from stn.engine.config import Preset
 from stn.engine.metrics import format_markdown_table
 from stn.engine.options import positive_int
 from stn.engine.trainer import Trainer, read_summary
 from stn.experiments._common import add_common_arguments, config_from_args, image_rows, train_run, write_report
-from stn.experiments.sources import distorted_mnist_spec
 from stn.experiments.table1 import make_trainer
 from stn.modules.diagnostics import capture_transformers
 

@@ -42,13 +42,13 @@ from tqdm.auto import tqdm
 import stn
 from stn.data import GENERATORS, MNIST, load_mnist
 from stn.data.datasets import block_seed
+from stn.data.specs import distorted_mnist_spec
 from stn.engine.checkpoint import build_model, load_checkpoint
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.metrics import format_markdown_table
 from stn.engine.options import positive_int
 from stn.engine.trainer import resolve_device
 from stn.experiments._common import add_common_arguments, config_from_args, image_rows, train_run, write_report
-from stn.experiments.sources import distorted_mnist_spec
 from stn.experiments.table1 import make_trainer
 from stn.models import create_model
 from stn.models.appendix import ActivationEncoder

@@ -147,10 +147,10 @@ def make_trainer(
     config's seed) on ``variant`` with the classification task (used by Table 1, ``stn train``, MNIST
     addition and the co-localisation encoder)."""
 
+    from stn.data.specs import build, distorted_mnist_spec
     from stn.engine.callbacks import default_callbacks
     from stn.engine.tasks import ClassificationTask
     from stn.engine.trainer import Trainer
-    from stn.experiments.sources import build, distorted_mnist_spec
     from stn.models import create_model
 
     spec = distorted_mnist_spec(
@@ -302,7 +302,7 @@ def _command(args: argparse.Namespace) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Train the grid (skipping finished runs) and write the table; returns 0, or 128 + signal if interrupted."""
-    from stn.experiments.sources import distorted_mnist_spec
+    from stn.data.specs import distorted_mnist_spec
 
     out = Path(args.out or f"runs/table1-{args.budget}")
     models = [m for m in RUN_ORDER if m in args.models]

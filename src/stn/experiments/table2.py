@@ -79,14 +79,14 @@ def make_trainer(
     progress: bool = True,
 ):
     """The :class:`~stn.engine.trainer.Trainer` of model ``key`` on the SVHN data of ``spec``
-    (:func:`stn.experiments.sources.svhn_spec`), initialised from the config's seed; ``model_options`` go to
+    (:func:`stn.data.specs.svhn_spec`), initialised from the config's seed; ``model_options`` go to
     the model factory (e.g. ``fc_units``, ``batch_norm``, ``dropout``)."""
 
+    from stn.data.specs import build
     from stn.data.svhn import INPUT_SIZE
     from stn.engine.callbacks import default_callbacks
     from stn.engine.tasks import SequenceTask
     from stn.engine.trainer import Trainer
-    from stn.experiments.sources import build
     from stn.models import create_model
 
     label, name = MODELS[key]
@@ -109,7 +109,7 @@ def make_trainer(
 
 def run(args: argparse.Namespace) -> int:
     """Train and score the selected models; write ``<out>/table2.md``. Returns the exit code."""
-    from stn.experiments.sources import svhn_spec
+    from stn.data.specs import svhn_spec
 
     config = config_from_args(BUDGETS, args)
     splits = BUDGETS[args.budget].splits

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from stn.data.specs import build, cub_spec
 from stn.engine.callbacks import Figures, Reports, ThetaHistory, ThetaStats
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.metrics import format_markdown_table
@@ -44,7 +45,6 @@ from stn.engine.options import option_type, positive_int
 from stn.engine.tasks import ClassificationTask
 from stn.engine.trainer import Trainer, read_summary, run_status
 from stn.experiments._common import add_common_arguments, config_from_args, trained_model
-from stn.experiments.sources import build, cub_spec
 from stn.io import atomic_path, write_text_atomic
 from stn.models import create_model
 from stn.models.cub import attention_boxes
@@ -128,7 +128,7 @@ def make_trainer(
     progress: bool = True,
 ) -> Trainer:
     """The :class:`~stn.engine.trainer.Trainer` of row ``key`` of the table on the CUB data of ``spec``
-    (:func:`~stn.experiments.sources.cub_spec`; its ``image_size`` is the model's input, S or S/2), the model
+    (:func:`~stn.data.specs.cub_spec`; its ``image_size`` is the model's input, S or S/2), the model
     initialised from the config's seed; it resumes a run found in ``run_dir``."""
     row = RUNS[key]
     train_set, test_set = build(spec, "train"), build(spec, "test")

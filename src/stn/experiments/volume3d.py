@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from stn.data.specs import build, volume_spec
 from stn.data.volumes import PosedVolumes
 from stn.engine.callbacks import Figures, Reports, ThetaHistory, ThetaStats
 from stn.engine.config import Preset, TrainConfig
@@ -35,7 +36,6 @@ from stn.engine.options import positive_int
 from stn.engine.tasks import ClassificationTask
 from stn.engine.trainer import Trainer, read_summary
 from stn.experiments._common import add_common_arguments, config_from_args, image_rows, trained_model, write_report
-from stn.experiments.sources import build, volume_spec
 from stn.models import create_model
 
 __all__ = ["BUDGETS", "MODELS", "add_arguments", "make_trainer", "plot_projections", "run"]

@@ -10,7 +10,7 @@ way):
 
 * ``model_name``, ``tag``, ``model_kwargs`` (every argument of the :func:`~stn.models.create_model` call that
   built the model), ``input_shape``, ``task``, ``data`` (the data spec; its test split is the official 10k test
-  digits, distorted deterministically with :data:`stn.engine.config.TEST_SEED`), ``source``, ``config`` (the
+  digits, distorted deterministically with :data:`stn.data.specs.TEST_SEED`), ``source``, ``config`` (the
   training recipe, including the evaluation batch size and weight layout the run scored its test error with);
 * ``file``: a weights-only fp32 state dict written with ``torch.save`` (and read with ``weights_only=True``),
   ``sha256`` (checked on every load), ``bytes``, ``params``;

@@ -1,7 +1,7 @@
-"""The experiments' data sources, each rebuilt from a JSON-able *data spec* that runs record in their checkpoint
-(``{"kind": ..., options}``), so that ``stn eval`` / ``stn visualize`` can score or show any run's model on its
-test data again. Training sets are seeded by the spec's ``seed``, test sets by
-:data:`stn.engine.config.TEST_SEED`.
+"""Data specs: a JSON-able description of a run's data, ``{"kind": ..., options}``, from which :func:`build`
+rebuilds its training or test set. The training engine records the spec in every checkpoint, so that ``stn eval``
+and ``stn visualize`` can score or show any run's model on its test data again. Training sets are seeded by the
+spec's ``seed``, test sets by :data:`TEST_SEED`.
 
 * ``"distorted-mnist"`` (Table 1, MNIST addition): :class:`stn.data.DistortedMNIST` of ``variant``.
 * ``"svhn"`` (Table 2): :class:`stn.data.svhn.SVHNCrops` (random crops for training, central ones for testing).
@@ -10,14 +10,17 @@ test data again. Training sets are seeded by the spec's ``seed``, test sets by
 * ``"posed-volumes"`` (the 3-D experiment): MNIST digits extruded into volumes in random 3-D poses
   (:class:`stn.data.volumes.PosedVolumes`).
 
-Folders are kept absolute (but MNIST's of distorted MNIST), so that ``stn eval`` finds the data from any folder.
-Other experiments add their kind to :data:`SOURCES`. A run on data only its caller knows (a user's own dataset)
+Folders are kept absolute (but MNIST's of distorted MNIST), so that ``stn eval`` finds the data from any folder;
+the keys of :data:`LOCATION_KEYS` say where the data is, not what it is (:func:`spec_differences` ignores them).
+Other data add their kind to :data:`SOURCES`. A run on data only its caller knows (a user's own dataset)
 records ``{}``: :func:`build` then says that it cannot rebuild it.
 
 Example:
     >>> spec = distorted_mnist_spec("rts", seed=0, num_train=1000)
     >>> spec["kind"], spec["variant"], spec["num_train"]
     ('distorted-mnist', 'rts', 1000)
+    >>> spec_differences(spec, {**spec, "root": "elsewhere", "num_train": 500})
+    {'num_train': (1000, 500)}
 """
 
 from __future__ import annotations
@@ -26,11 +29,33 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import Dataset
 
-from stn.engine.config import TEST_SEED
+from stn.data.datasets import EpochConcat
 
-__all__ = ["SOURCES", "build", "cub_spec", "distorted_mnist_spec", "svhn_spec", "volume_spec"]
+__all__ = [
+    "LOCATION_KEYS",
+    "SOURCES",
+    "TEST_SEED",
+    "build",
+    "cub_spec",
+    "distorted_mnist_spec",
+    "spec_differences",
+    "svhn_spec",
+    "volume_spec",
+]
+
+# The distortions of the test set never change: every run, model and seed is scored on the same digits.
+TEST_SEED = 0
+# Keys of a data spec that say where the data is, not what it is: a run may be resumed or re-scored with others.
+LOCATION_KEYS = frozenset({"root", "data_dir", "download", "cache_dir"})
+
+
+def spec_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> dict[str, tuple]:
+    """``{key: (saved value, current value)}`` for the keys of two data specs that differ, but
+    :data:`LOCATION_KEYS`."""
+    keys = (set(saved) | set(now)) - LOCATION_KEYS
+    return {k: (saved.get(k), now.get(k)) for k in sorted(keys) if saved.get(k) != now.get(k)}
 
 
 def _absolute(root: str | Path | None) -> str | None:
@@ -127,14 +152,6 @@ def _distorted_mnist(spec: Mapping[str, Any], train: bool) -> Dataset:
     )
 
 
-class _EpochConcat(ConcatDataset):
-    """A concatenation that passes :meth:`set_epoch` on to its parts."""
-
-    def set_epoch(self, epoch: int) -> None:
-        for part in self.datasets:
-            part.set_epoch(epoch)
-
-
 def _svhn(spec: Mapping[str, Any], train: bool) -> Dataset:
     from stn.data.svhn import SVHNCrops, SVHNSequences
 
@@ -145,7 +162,7 @@ def _svhn(spec: Mapping[str, Any], train: bool) -> Dataset:
         return SVHNCrops(sequences, train=train, seed=spec["seed"])
 
     parts = [crops(name) for name in spec["splits"]] if train else [crops("test")]
-    return parts[0] if len(parts) == 1 else _EpochConcat(parts)
+    return parts[0] if len(parts) == 1 else EpochConcat(parts)
 
 
 def _cub(spec: Mapping[str, Any], train: bool) -> Dataset:
