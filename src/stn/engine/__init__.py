@@ -1,15 +1,6 @@
-"""The training engine: one loop (:class:`Trainer`) for every experiment and for a user's own model and data.
-
-* :mod:`stn.engine.config`: :class:`TrainConfig` (the recipe) and :class:`Preset` (an experiment's budget);
-* :mod:`stn.engine.tasks`: loss and metrics (:class:`ClassificationTask`, :class:`SequenceTask`,
-  :class:`RegressionTask`);
-* :mod:`stn.engine.trainer`: :class:`Trainer`, :func:`evaluate`, :func:`run_status`;
-* :mod:`stn.engine.callbacks`: θ statistics and history, reports, figures;
-* :mod:`stn.engine.checkpoint`: the one checkpoint format (:func:`load_model` rebuilds any run's model);
-* :mod:`stn.engine.options`: every option's rule and the command-line options, declared once;
-* :mod:`stn.engine.metrics`, :mod:`stn.engine.distributed`: ``metrics.jsonl`` and ``torchrun`` helpers.
-
-Names are imported on first use, so that ``import stn.engine.options`` (the command line's parser) stays light.
+"""The training engine: one loop (:class:`Trainer`) for every experiment and for a user's own model and data
+(docs/training.md). Names are imported on first use, so that ``import stn.engine.options`` (the command line's
+parser) stays light.
 
 Example:
     >>> from stn.engine import ClassificationTask, TrainConfig

@@ -1,9 +1,7 @@
 """What the training loop calls besides the step: θ statistics and history, reports and figures.
 
-A :class:`Callback` is called when fitting starts, after every epoch's evaluation (it may add values to the
-epoch's record before it is logged) and when training finishes (on the main process only). A callback with a
-``key`` keeps state in the checkpoint under that key (:meth:`Callback.state_dict`), so that a resumed run
-continues it. :func:`default_callbacks` gives the set every experiment uses.
+A callback with a ``key`` keeps state in the checkpoint under that key (:meth:`Callback.state_dict`), so that a
+resumed run continues it. :func:`default_callbacks` gives the set every experiment uses.
 
 Example:
     >>> [type(c).__name__ for c in default_callbacks(figures=False)]

@@ -1,17 +1,7 @@
-"""Checkpoint files: one format for every run, written atomically (:func:`stn.io.atomic_path`) and checked on
-load, so that a crash never leaves half a checkpoint and a wrong file fails with a clear message.
-
-A checkpoint (format version 2) is a dict with
-
-* ``format``, ``version``;
-* ``model_name``, ``model_kwargs``: every argument of the :func:`stn.models.create_model` call that built the
-  model, defaults included (so :func:`build_model` guesses nothing), and ``model`` (its state dict);
-* ``input_shape``: the shape of one input sample, ``(C, H, W)`` or ``(C, D, H, W)``;
-* ``task``: the :class:`~stn.engine.tasks.Task` spec; ``data``: the data spec an experiment recorded (what
-  ``stn eval`` rebuilds the test set from; ``{}`` for a user's own data); ``config``: the
-  :class:`~stn.engine.config.TrainConfig`;
-* the training state: ``optimizer``, ``scaler``, ``step``, ``total_steps``, ``history`` (one record per epoch),
-  ``callbacks`` (their state, e.g. the θ history), ``rng`` (CPU and CUDA generator states), ``finished``.
+"""Checkpoint files: one format for every run (its keys: docs/training.md, "Checkpoints"), written atomically
+(:func:`stn.io.atomic_path`) and checked on load, so that a crash never leaves half a checkpoint and a wrong file
+fails with a clear message. ``model_name`` and ``model_kwargs`` record every argument of the
+:func:`stn.models.create_model` call, defaults included, so :func:`build_model` guesses nothing.
 
 Example:
     >>> import tempfile

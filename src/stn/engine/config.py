@@ -1,10 +1,8 @@
 """The training recipe: one dataclass, saved with every checkpoint and run, and the presets (budgets) built on it.
 
-The defaults are the paper's recipe for distorted MNIST (section 4.1: SGD, batch 256, lr 0.01 divided by 10 at
-1/3 and 2/3 of training) plus momentum 0.9 (our choice); the recipe beyond the paper's (cosine schedule, warm-up,
-Nesterov) is off by default. Both: docs/training.md. The config says *how* to train; *what* is trained (model,
-data, task) is given to the :class:`~stn.engine.trainer.Trainer` separately. An experiment's budgets are
-:class:`Preset` s: named overrides of these defaults plus the options of its data.
+The defaults are the paper's recipe for distorted MNIST plus momentum 0.9 (our choice); the recipe beyond the
+paper's is off by default (docs/training.md). An experiment's budgets are :class:`Preset` s: named overrides of
+these defaults plus the options of its data.
 
 Example:
     >>> config = TrainConfig(iterations=1000)

@@ -3,15 +3,7 @@
 A :class:`Task` turns a batch's model output and target into the loss to minimise (a mean over the batch) and the
 *sums* of its metrics over the batch (so that batches, processes and epochs combine exactly by adding). Every
 metric is reported as its sum divided by the number of samples; ``metrics[0]`` is always ``"loss"``, and
-``primary`` names the one tables report.
-
-* :class:`ClassificationTask`: logits ``(B, K)``, labels ``(B,)``; cross-entropy and error rate (Table 1,
-  MNIST addition, CUB, the 3-D experiment).
-* :class:`SequenceTask`: logits ``(B, L, K)`` (one head per position, the null class included), labels
-  ``(B, L)``; the sum over positions of the cross-entropy, the sequence error (wrong if any position is wrong)
-  and the per-position error (SVHN).
-* :class:`RegressionTask`: outputs and targets of the same shape ``(B, ...)``; mean squared error (fitting θ in
-  co-localisation).
+``primary`` names the one tables report. The tasks and their shapes: the classes below, and docs/training.md.
 
 Example:
     >>> import torch

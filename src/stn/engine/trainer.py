@@ -1,14 +1,9 @@
 """The training engine: one loop for every experiment and for a user's own model and data.
 
 :class:`Trainer` takes a model built by :func:`stn.models.create_model`, a training and an evaluation dataset,
-a :class:`~stn.engine.tasks.Task` (loss and metrics) and a :class:`~stn.engine.config.TrainConfig` (the
-recipe); it builds neither model nor data. It runs the steps with the learning-rate schedule, gradient
-clipping, AMP (CUDA) and DistributedDataParallel under ``torchrun`` (gloo on CPU, NCCL on CUDA; every process
-trains on its share of each global batch, only rank 0 writes files), evaluates after every epoch, and keeps a
-run folder: ``checkpoint.pt`` (every epoch, on Ctrl-C / SIGTERM, at the end), ``config.json``, ``metrics.jsonl``
-(one record per epoch), ``summary.json`` and a ``.lock``. The data paths (``epoch_tensors`` or a ``DataLoader``),
-the folder and exact resume are described in docs/training.md; :func:`run_status` is the one rule for "already
-done / resume / refuse".
+a :class:`~stn.engine.tasks.Task` and a :class:`~stn.engine.config.TrainConfig`; it builds neither model nor
+data. The schedule, AMP, DDP, the run folder and exact resume: docs/training.md. :func:`run_status` is the one
+rule for "already done / resume / refuse".
 
 Example:
     >>> import tempfile
@@ -441,20 +436,21 @@ class Trainer:
     def eval_inputs(self, count: int) -> Tensor:
         """The first ``count`` evaluation inputs, on the device (cached)."""
         if self._eval_inputs is None or len(self._eval_inputs) < min(count, len(self.eval_data)):
-            n = min(max(count, 1), len(self.eval_data))
-            if _has_epoch_tensors(self.eval_data):
-                self._eval_inputs = self.eval_data.epoch_tensors(0, self.device)[0][:n]
-            else:
-                self._eval_inputs = torch.stack([self.eval_data[i][0] for i in range(n)]).to(self.device)
+            self._eval_inputs = self._eval_samples(max(count, 1))[0]
         return self._eval_inputs[:count]
+
+    def _eval_samples(self, count: int) -> tuple[Tensor, Tensor]:
+        """The first ``count`` evaluation inputs and targets, on the device."""
+        n = min(count, len(self.eval_data))
+        if _has_epoch_tensors(self.eval_data):
+            inputs, targets = self.eval_data.epoch_tensors(0, self.device)
+            return inputs[:n], targets[:n]
+        inputs, targets = zip(*(self.eval_data[i] for i in range(n)))
+        return torch.stack(inputs).to(self.device), torch.stack([torch.as_tensor(t) for t in targets]).to(self.device)
 
     def _check_output(self) -> tuple[int, ...]:
         """Run the model on two evaluation samples and let the task check the output; returns the input shape."""
-        x = self.eval_inputs(2)
-        if _has_epoch_tensors(self.eval_data):
-            y = self.eval_data.epoch_tensors(0, self.device)[1][: len(x)]
-        else:
-            y = torch.stack([torch.as_tensor(self.eval_data[i][1]) for i in range(len(x))]).to(self.device)
+        x, y = self._eval_samples(2)
         with torch.no_grad():
             out = self.model.eval()(x)
         self.model.train()
@@ -475,10 +471,6 @@ class Trainer:
         self.elapsed += now - self._clock
         self._clock = now
         return self.elapsed
-
-    def _release(self) -> None:
-        if self._lock is not None:
-            self._lock.release()
 
     # --- checkpoints ------------------------------------------------------------------------------------------
 
@@ -650,7 +642,8 @@ class Trainer:
     def close(self) -> None:
         """Release the run folder (what :meth:`fit` does when it returns). The process group stays: an experiment
         may train several models one after another in the same torchrun job."""
-        self._release()
+        if self._lock is not None:
+            self._lock.release()
 
     def _fit(self) -> TrainResult:
         c = self.config
@@ -671,9 +664,10 @@ class Trainer:
             desc=self.title,
             disable=not (self.progress and self.ctx.is_main),
         )
+        interrupted = False
         try:
             with _StopOnSignal() as stop:
-                while self.step < self.total_steps:
+                while self.step < self.total_steps and not interrupted:
                     epoch = self.step // self.steps_per_epoch
                     first = self.step - epoch * self.steps_per_epoch
                     last = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
@@ -703,29 +697,26 @@ class Trainer:
                                 loss=f"{sums[0] / seen:.3f}",
                                 img_s=f"{seen * self.ctx.world_size / self.epoch_time:.0f}",
                             )
-                        if any_process(stop.signum is not None, self.ctx, self.device):
-                            if self.step == epoch * self.steps_per_epoch + last:  # the epoch is complete
-                                self._end_epoch(epoch, lr, log)
-                            self._save(finished=self.step >= self.total_steps)
-                            if self.ctx.is_main:
-                                tqdm.write(
-                                    f"stopped at step {self.step}/{self.total_steps}; checkpoint saved to "
-                                    f"{self.checkpoint_path} (continue with --resume)"
-                                )
-                            return TrainResult(
-                                self.run_dir,
-                                "interrupted",
-                                self.step,
-                                self.total_steps,
-                                signal=stop.signum or signal.SIGTERM,
-                                is_main=self.ctx.is_main,
-                            )
-                    self._end_epoch(epoch, lr, log)
+                        interrupted = any_process(stop.signum is not None, self.ctx, self.device)
+                        if interrupted:
+                            break
+                    if self.step == epoch * self.steps_per_epoch + last:  # the epoch is complete
+                        self._end_epoch(epoch, lr, log)
                     self._save(finished=self.step >= self.total_steps)
         finally:
             bar.close()
             if log is not None:
                 log.close()
+        if interrupted:
+            if self.ctx.is_main:
+                tqdm.write(
+                    f"stopped at step {self.step}/{self.total_steps}; checkpoint saved to {self.checkpoint_path} "
+                    "(continue with --resume)"
+                )
+            signum = stop.signum or signal.SIGTERM
+            return TrainResult(
+                self.run_dir, "interrupted", self.step, self.total_steps, signal=signum, is_main=self.ctx.is_main
+            )
         self.summary = summary = self._summary()
         if self.ctx.is_main:
             write_text_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")

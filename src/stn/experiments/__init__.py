@@ -6,10 +6,9 @@ An experiment is a module of this package that defines
 * ``add_arguments(parser: argparse.ArgumentParser) -> None``: its options;
 * ``run(args: argparse.Namespace) -> int``: does the work, returns the exit code.
 
-An experiment is a specification on top of the training engine (:mod:`stn.engine`): it builds the model, the
-data (a data spec of :mod:`stn.data.specs`, so that ``stn eval`` can rebuild the test set), the task and
-the recipe (its budgets are :class:`~stn.engine.config.Preset` s), asks :func:`stn.engine.trainer.run_status`
-whether a run is done, and lets :class:`~stn.engine.trainer.Trainer` train it.
+An experiment is a specification on top of the training engine (:mod:`stn.engine`): model, data spec
+(:mod:`stn.data.specs`), task and budgets (:class:`~stn.engine.config.Preset` s); :mod:`stn.experiments._common`
+trains or skips its runs.
 
 To add one, write the module and add a line to :data:`EXPERIMENTS`. ``stn reproduce`` imports every module
 listed when it builds its parser, so keep module-level imports light (import heavy optional dependencies

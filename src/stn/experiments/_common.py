@@ -1,5 +1,14 @@
 """Pieces every experiment shares: the command-line options, the recipe from them, the one way a run is trained
-or skipped, and a figure of labelled rows of images."""
+or skipped, its report (a Markdown table of records, written with the records) and a figure of labelled rows of
+images.
+
+Example:
+    >>> print(markdown_table([{"model": "cnn", "error": 1.2345}], {"model": "{model}", "error (%)": "{error:.2f}"}))
+    | model | error (%) |
+    |---|---|
+    | cnn | 1.23 |
+    <BLANKLINE>
+"""
 
 from __future__ import annotations
 
@@ -13,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from stn.engine.config import Preset, TrainConfig
+from stn.engine.metrics import format_markdown_table
 from stn.engine.options import add_data_options, add_training_options, output_folder
 from stn.io import write_text_atomic
 
@@ -24,6 +34,7 @@ __all__ = [
     "budget_help",
     "config_from_args",
     "image_rows",
+    "markdown_table",
     "train_run",
     "trained_model",
     "write_report",
@@ -110,12 +121,18 @@ def trained_model(
     return trained.model if trained.ctx.is_main else None
 
 
-def write_report(out: str | Path, name: str, text: str, record: Mapping[str, Any]) -> Path:
-    """Write ``<out>/<name>.md`` (``text``) and ``<out>/results.json`` (``record``) atomically, and say so."""
-    write_text_atomic(Path(out) / "results.json", json.dumps(record, indent=2) + "\n")
-    path = write_text_atomic(Path(out) / f"{name}.md", text)
-    print(f"wrote {path}")
-    return path
+def markdown_table(records: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
+    """A Markdown table of ``records``, one row each; ``columns``: ``{header: format string of a record's fields}``
+    (``str.format_map``)."""
+    return format_markdown_table([[cell.format_map(r) for cell in columns.values()] for r in records], list(columns))
+
+
+def write_report(out: str | Path, name: str, text: str, record: Mapping[str, Any] | None = None) -> Path:
+    """Write ``<out>/<name>.md`` (``text``) and, when given, ``<out>/results.json`` (``record``) atomically;
+    returns the Markdown's path."""
+    if record is not None:
+        write_text_atomic(Path(out) / "results.json", json.dumps(record, indent=2) + "\n")
+    return write_text_atomic(Path(out) / f"{name}.md", text)
 
 
 def image_rows(

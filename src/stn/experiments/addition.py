@@ -26,10 +26,16 @@ import torch
 
 from stn.data.specs import distorted_mnist_spec
 from stn.engine.config import Preset
-from stn.engine.metrics import format_markdown_table
 from stn.engine.options import positive_int
 from stn.engine.trainer import Trainer, read_summary
-from stn.experiments._common import add_common_arguments, config_from_args, image_rows, train_run, write_report
+from stn.experiments._common import (
+    add_common_arguments,
+    config_from_args,
+    image_rows,
+    markdown_table,
+    train_run,
+    write_report,
+)
 from stn.experiments.table1 import make_trainer
 from stn.modules.diagnostics import capture_transformers
 
@@ -58,6 +64,16 @@ PAPER = {
     "2xST-FCN TPS": 5.8,
 }
 _FIGURE_SAMPLES = 8
+_COLUMNS = {
+    "model": "{label}",
+    "name": "{name}",
+    "params": "{params}",
+    "test error (%)": "{test:.1f}",
+    "paper (%)": "{paper_error:.1f}",
+    "train error (%)": "{train:.1f}",
+    "steps": "{steps}",
+    "train time (s)": "{time_s:.0f}",
+}
 
 
 BUDGETS = {
@@ -120,42 +136,25 @@ def run(args: argparse.Namespace) -> int:
         if trained is not None:
             plot_transformers(trained, Path(args.out) / f"transformers-{key}.png", label)
         summaries[key] = read_summary(run_dir) if trained is None else trained.summary
-    rows = []
-    for key, s in summaries.items():
-        label = MODELS[key][0]
-        rows.append(
-            [
-                label,
-                MODELS[key][1],
-                s["params"],
-                f"{100 * s['test_error']:.1f}",
-                f"{PAPER[label]:.1f}",
-                f"{100 * s['train_error']:.1f}",
-                s["steps"],
-                f"{s['time_s']:.0f}",
-            ]
-        )
-    header = ["model", "name", "params", "test error (%)", "paper (%)", "train error (%)", "steps", "train time (s)"]
+    results = {MODELS[k][0]: {**s, "paper_error": PAPER[MODELS[k][0]]} for k, s in summaries.items()}
+    rows = [
+        {"label": label, "name": MODELS[key][1], **r, "test": 100 * r["test_error"], "train": 100 * r["train_error"]}
+        for key, (label, r) in zip(summaries, results.items())
+    ]
     first = next(iter(summaries.values()))
     text = (
         "# MNIST addition (appendix, Table 4)\n\n"
         f"Two 42x42 RTS digits as two channels, 19 classes (the sum). Budget `{args.budget}`: {config.iterations} "
         f"steps of {config.batch_size} at learning rate {config.lr} on {first['train_samples']} training samples per "
         f"epoch (fresh distortions and partners each epoch), {first['test_samples']} test samples, MNIST source "
-        f"`{first['source']}`, seed "
-        f"{config.seed}. Always predicting the most frequent sum (9) gives 90% error.\n\n"
-        f"{format_markdown_table(rows, header)}\n"
+        f"`{first['source']}`, seed {config.seed}. Always predicting the most frequent sum (9) gives 90% error.\n\n"
+        f"{markdown_table(rows, _COLUMNS)}\n"
         + "".join(
             f"![{MODELS[k][0]}](transformers-{k}.png)\n"
             for k in summaries
             if (Path(args.out) / f"transformers-{k}.png").is_file()
         )
     )
-    record = {
-        "budget": args.budget,
-        **config.to_dict(),
-        **data,
-        "results": {MODELS[k][0]: {**s, "paper_error": PAPER[MODELS[k][0]]} for k, s in summaries.items()},
-    }
-    write_report(args.out, "addition", text, record)
+    record = {"budget": args.budget, **config.to_dict(), **data, "results": results}
+    print(f"wrote {write_report(args.out, 'addition', text, record)}")
     return 0

@@ -5,17 +5,10 @@
 resumes the interrupted one, and writes ``<out>/table1.md`` (our error beside the paper's for every cell, then
 parameter counts, steps and run time per run, with links to each run's figures) and ``<out>/table1.csv``.
 
-Budgets (:data:`BUDGETS`, presets of :class:`~stn.engine.config.TrainConfig`; every model gets the same number
-of SGD steps of batch 256, the learning rate divided by 10 at 1/3 and 2/3 of training):
-
-* ``paper``: 150,000 steps at learning rate 0.01, the paper's schedule (for a GPU: hours per model);
-* ``quick``: 1,000 steps (about 4 epochs of 60,000 digits) at 0.03, sized so that the RTS column, all 8 models,
-  trains in about half an hour on 2 CPU cores. Expect errors well above the paper's.
-* ``long``: 14,063 steps (60 epochs) at 0.03 with stn's recipe, not the paper's: cosine decay after a 5% linear
-  warm-up (the winner of ``studies/recipe_ablation.py``); about 90 minutes per ST-CNN on one CPU core.
-
-Runs are made in order of interest (CNN, ST-CNN Aff, ST-CNN TPS first), so that an interrupted grid already
-holds the comparisons that matter most.
+Budgets (:data:`BUDGETS`, listed by ``--budget``'s help): every model gets the same number of SGD steps of batch
+256; ``quick`` gives errors well above the paper's, ``long`` is stn's recipe, not the paper's. Runs are made in
+order of interest (CNN, ST-CNN Aff, ST-CNN TPS first), so that an interrupted grid already holds the comparisons
+that matter most.
 
 Example (shell)::
 
@@ -36,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from stn.engine.config import Preset
 from stn.engine.options import add_data_options, name_list, positive_int
-from stn.experiments._common import add_common_arguments, config_from_args, train_run
+from stn.experiments._common import add_common_arguments, config_from_args, markdown_table, train_run, write_report
 
 if TYPE_CHECKING:
     from stn.engine.config import TrainConfig
@@ -80,6 +73,21 @@ PAPER: dict[str, dict[str, float]] = {
     "st-cnn-tps": {"r": 0.7, "rts": 0.5, "p": 0.8, "e": 1.1, "tc": 1.7},
 }
 _PAPER_ITERATIONS = 150_000
+_FIGURES = ("curves", "transformations")
+# The table of runs: header -> cell of a run's summary.json and its row label, column, minutes, error (%), figures
+_RUN_COLUMNS = {
+    "Model": "{label}",
+    "Data": "{column}",
+    "seed": "{seed}",
+    "params": "{params:,}",
+    "steps": "{steps}",
+    "epochs": "{epochs}",
+    "time": "{minutes:.1f} min",
+    "img/s": "{images_per_s:.0f}",
+    "error (%)": "{error:.2f}",
+    "data": "{source}",
+    "figures": "{figures}",
+}
 
 BUDGETS = {
     # At 1,000 steps the paper's 0.01 has decayed twice before the transformers have moved much (ST-CNN Aff on RTS:
@@ -209,7 +217,6 @@ def write_table(out: Path, variants: list[str], seeds: int, command: str) -> Pat
     runs in ``out``.
     """
     from stn.engine.metrics import format_markdown_table, write_csv
-    from stn.io import write_text_atomic
 
     variants = [v for v in VARIANTS if v in variants or any(_summaries(out, v, m, seeds) for m in MODELS)]
     header = ["Model"] + [f"{v.upper()} {who}" for v in variants for who in ("paper", "ours")]
@@ -225,31 +232,14 @@ def write_table(out: Path, variants: list[str], seeds: int, command: str) -> Pat
             if found:
                 compared += 1
                 worse += statistics.mean(100 * s["test_error"] for s in found) > paper
-            for seed, s in enumerate(found):
-                run = _run_dir(Path("."), variant, model, seed)
-                figures = [
-                    f"[{name}]({run / f'{name}.png'})"
-                    for name in ("curves", "transformations")
-                    if (_run_dir(out, variant, model, seed) / f"{name}.png").is_file()
-                ]
-                details.append(
-                    [
-                        MODELS[model],
-                        variant.upper(),
-                        seed,
-                        f"{s['params']:,}",
-                        s["steps"],
-                        s["epochs"],
-                        f"{s['time_s'] / 60:.1f} min",
-                        f"{s['images_per_s']:.0f}",
-                        f"{100 * s['test_error']:.2f}",
-                        s["source"],
-                        " ".join(figures),
-                    ]
-                )
+            for s in found:
+                run = _run_dir(Path("."), variant, model, s["seed"])
+                figures = [f"[{name}]({run / name}.png)" for name in _FIGURES if (out / run / f"{name}.png").is_file()]
                 records.append(
-                    {"variant": variant, "model": model, "paper_error": paper, "test_error": 100 * s["test_error"], **s}
+                    {"variant": variant, "model": model, "paper_error": paper, "test_error": s["test_error"], **s}
                 )
+                cells = {"label": MODELS[model], "column": variant.upper(), "figures": " ".join(figures)}
+                details.append({**s, **cells, "minutes": s["time_s"] / 60, "error": 100 * s["test_error"]})
         rows.append(row)
     sources = sorted({r["source"] for r in records})
     text = [
@@ -267,23 +257,10 @@ def write_table(out: Path, variants: list[str], seeds: int, command: str) -> Pat
             f"Our error is above the paper's in {worse} of {compared} cells run. Where it is, the usual "
             "cause is the budget: the paper trains 150,000 steps per model; see the steps column below.\n"
         )
-    detail_header = [
-        "Model",
-        "Data",
-        "seed",
-        "params",
-        "steps",
-        "epochs",
-        "time",
-        "img/s",
-        "error (%)",
-        "data",
-        "figures",
-    ]
-    text += ["## Runs\n", format_markdown_table(details, detail_header)]
+    text += ["## Runs\n", markdown_table(details, _RUN_COLUMNS)]
     if records:
         write_csv(records, out / "table1.csv")
-    return write_text_atomic(out / "table1.md", "\n".join(text))
+    return write_report(out, "table1", "\n".join(text))
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -9,9 +9,8 @@ with the other ``--crop`` fills the other column.
 Recipe (ours where the paper is silent): SGD with momentum 0.9, batch 128, base learning rate 0.01 divided by 10
 at 1/2 and 3/4 of training, weight decay 5e-4, localisation nets at 1/10 of the base rate (the paper), random
 54x54 (108x108) crops of the 64 (128) px images for training and the central crop for testing (Goodfellow et al.).
-Budgets (:data:`BUDGETS`): ``quick`` trains 5,000 steps on ``train`` only (a first look, minutes on a GPU);
-``paper`` trains 150,000 steps on ``train`` + ``extra``. The task is :class:`~stn.engine.tasks.SequenceTask`: a
-sequence counts as wrong if any of its 5 positions (digit or null class) is wrong.
+Budgets: :data:`BUDGETS`. The task is :class:`~stn.engine.tasks.SequenceTask`: a sequence counts as wrong if any
+of its 5 positions (digit or null class) is wrong.
 
 Example (shell)::
 
@@ -31,7 +30,7 @@ from typing import Any
 
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import option_type
-from stn.experiments._common import add_common_arguments, config_from_args, train_run
+from stn.experiments._common import add_common_arguments, config_from_args, train_run, write_report
 
 __all__ = ["BUDGETS", "MODELS", "PAPER", "add_arguments", "make_trainer", "run", "write_table"]
 
@@ -130,7 +129,6 @@ def run(args: argparse.Namespace) -> int:
 def write_table(out: str | Path) -> Path:
     """``<out>/table2.md``: our sequence errors (from the finished runs found) beside the paper's."""
     from stn.engine.metrics import format_markdown_table
-    from stn.io import write_text_atomic
 
     out = Path(out)
     keys = {label: key for key, (label, _) in MODELS.items()}
@@ -156,4 +154,4 @@ def write_table(out: str | Path) -> Path:
         "A sequence is wrong if any of its 5 positions (digit or null class) is wrong. "
         "Paper: Jaderberg et al. 2015, Table 2.\n\n" + format_markdown_table(rows, header)
     )
-    return write_text_atomic(out / "table2.md", text)
+    return write_report(out, "table2", text)

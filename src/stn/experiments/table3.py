@@ -44,7 +44,7 @@ from stn.engine.metrics import format_markdown_table
 from stn.engine.options import option_type, positive_int
 from stn.engine.tasks import ClassificationTask
 from stn.engine.trainer import Trainer, read_summary, run_status
-from stn.experiments._common import add_common_arguments, config_from_args, trained_model
+from stn.experiments._common import add_common_arguments, config_from_args, trained_model, write_report
 from stn.io import atomic_path, write_text_atomic
 from stn.models import create_model
 from stn.models.cub import attention_boxes
@@ -259,7 +259,7 @@ def write_table(out: str | Path) -> Path:
         + format_markdown_table(rows, header)
         + "".join(f"\n{f}" for f in figures)
     )
-    return write_text_atomic(out / "table3.md", text)
+    return write_report(out, "table3", text)
 
 
 # --- attention boxes (pure functions and the figure) -----------------------------------------------------------

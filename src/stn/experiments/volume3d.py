@@ -31,11 +31,17 @@ from stn.data.specs import build, volume_spec
 from stn.data.volumes import PosedVolumes
 from stn.engine.callbacks import Figures, Reports, ThetaHistory, ThetaStats
 from stn.engine.config import Preset, TrainConfig
-from stn.engine.metrics import format_markdown_table
 from stn.engine.options import positive_int
 from stn.engine.tasks import ClassificationTask
 from stn.engine.trainer import Trainer, read_summary
-from stn.experiments._common import add_common_arguments, config_from_args, image_rows, trained_model, write_report
+from stn.experiments._common import (
+    add_common_arguments,
+    config_from_args,
+    image_rows,
+    markdown_table,
+    trained_model,
+    write_report,
+)
 from stn.models import create_model
 
 __all__ = ["BUDGETS", "MODELS", "add_arguments", "make_trainer", "plot_projections", "run"]
@@ -48,6 +54,14 @@ MODELS = {_BASELINE: "volume-cnn", _TRANSFORMER: "volume-st"}
 # keeps its test volumes in the checkpoint (0.9 MB each); θ statistics are taken on 64 test volumes.
 _RECIPE = {"lr_milestones": (2 / 3,), "eval_batch_size": 100, "theta_samples": 4}
 _THETA_STATS_SAMPLES = 64
+_COLUMNS = {
+    "model": "{model}",
+    "name": "{name}",
+    "params": "{params}",
+    "test error (%)": "{test_error:.2f}",
+    "accuracy (%)": "{accuracy:.2f}",
+    "train time (s)": "{train_seconds:.0f}",
+}
 BUDGETS = {
     "quick": Preset(
         "a first look: minutes on a 2-core CPU",
@@ -147,20 +161,7 @@ def run(args: argparse.Namespace) -> int:
     }
     shown = {"posed projection": models[_BASELINE], "3-D ST output": models[_TRANSFORMER]}
     plot_projections(shown, build(spec, "test"), Path(args.out) / "projections.png")
-    table = format_markdown_table(
-        [
-            [
-                r["model"],
-                r["name"],
-                r["params"],
-                f"{r['test_error']:.2f}",
-                f"{100 - r['test_error']:.2f}",
-                f"{r['train_seconds']:.0f}",
-            ]
-            for r in results
-        ],
-        ["model", "name", "params", "test error (%)", "accuracy (%)", "train time (s)"],
-    )
+    table = markdown_table([{**r, "accuracy": 100 - r["test_error"]} for r in results], _COLUMNS)
     text = (
         "# 3-D spatial transformer (appendix)\n\n"
         "The paper shows this experiment as a figure only (no number). Digits extruded into 60x60x60 volumes, "
@@ -170,5 +171,5 @@ def run(args: argparse.Namespace) -> int:
     )
     for r in results:
         print(f"{r['model']}: test error {r['test_error']:.2f}% ({r['params']} parameters)")
-    write_report(args.out, "3d", text, {"results": results, **meta})
+    print(f"wrote {write_report(args.out, '3d', text, {'results': results, **meta})}")
     return 0
