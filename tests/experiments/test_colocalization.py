@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from stn.data import load_mnist
+from stn.data.datasets import colocalization_set
 from stn.engine.checkpoint import load_checkpoint, save_checkpoint
 from stn.experiments import colocalization
 from stn.experiments.colocalization import (
@@ -18,7 +19,6 @@ from stn.experiments.colocalization import (
     best_response,
     box_iou,
     candidate_crops,
-    colocalization_set,
     colocalize,
     expected_triplet_loss,
     fit_transformer,

@@ -127,7 +127,8 @@ class Figures(Callback):
             viz.plot_model_transformations(trainer.model, images, trainer.run_dir / "transformations.png")
 
 
-def default_callbacks(*, figures: bool = True) -> list[Callback]:
-    """θ statistics every epoch, the θ history, the reports, and (unless ``figures=False``) the figures."""
-    callbacks: list[Callback] = [ThetaStats(), ThetaHistory(), Reports()]
+def default_callbacks(*, figures: bool = True, stats_samples: int = 512) -> list[Callback]:
+    """θ statistics of ``stats_samples`` evaluation inputs every epoch, the θ history, the reports, and (unless
+    ``figures=False``) the figures."""
+    callbacks: list[Callback] = [ThetaStats(stats_samples), ThetaHistory(), Reports()]
     return [*callbacks, Figures()] if figures else callbacks

@@ -27,6 +27,9 @@ from stn.engine.options import add_data_options, add_training_options, output_fo
 from stn.io import write_text_atomic
 
 if TYPE_CHECKING:
+    from torch.utils.data import Dataset
+
+    from stn.engine.tasks import Task
     from stn.engine.trainer import Trainer
 
 __all__ = [
@@ -35,6 +38,7 @@ __all__ = [
     "config_from_args",
     "image_rows",
     "markdown_table",
+    "spec_trainer",
     "train_run",
     "trained_model",
     "write_report",
@@ -83,6 +87,26 @@ def config_from_args(presets: Mapping[str, Preset], args: argparse.Namespace, **
     """The ``--budget`` preset's config with every recipe option given on the command line (and ``fixed``)."""
     given = {f: getattr(args, f, None) for f in TrainConfig.__dataclass_fields__}
     return presets[args.budget].config(**{**given, **fixed})
+
+
+def spec_trainer(
+    model: nn.Module,
+    spec: Mapping[str, Any],
+    task: Task,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    sets: tuple[Dataset, Dataset] | None = None,
+    **options: Any,
+) -> Trainer:
+    """The :class:`~stn.engine.trainer.Trainer` of ``model`` on the training and test sets of the data spec ``spec``
+    (:mod:`stn.data.specs`; ``sets``: when the caller built them already), resuming a run found in ``run_dir``
+    unless ``resume=False``; ``options`` go to the trainer (``callbacks``, ``title``, ``progress``...)."""
+    from stn.data.specs import build
+    from stn.engine.trainer import Trainer
+
+    train, test = sets or (build(spec, "train"), build(spec, "test"))
+    return Trainer(model, train, test, task, config, run_dir=run_dir, data_spec=spec, **{"resume": True, **options})
 
 
 def train_run(

@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 from matplotlib import colormaps
@@ -40,8 +41,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 import stn
-from stn.data import GENERATORS, MNIST, load_mnist
-from stn.data.datasets import block_seed
+from stn.data import load_mnist
+from stn.data.datasets import colocalization_set
 from stn.data.specs import distorted_mnist_spec
 from stn.engine.checkpoint import build_model, load_checkpoint
 from stn.engine.config import Preset, TrainConfig
@@ -64,7 +65,6 @@ __all__ = [
     "best_response",
     "box_iou",
     "candidate_crops",
-    "colocalization_set",
     "colocalize",
     "expected_triplet_loss",
     "fit_transformer",
@@ -211,32 +211,6 @@ def fit_transformer(images: Tensor, theta: Tensor, steps: int, lr: float = 1e-3,
     return st.eval()
 
 
-# --- data ----------------------------------------------------------------------------------------------------
-
-
-def colocalization_set(
-    mnist: MNIST, digit: int, variant: str = "coloc", count: int = 100, seed: int = 0
-) -> tuple[Tensor, Tensor]:
-    """``count`` images of class ``digit`` from ``mnist``'s split: ``images (N, 1, 84, 84)`` and the boxes
-    ``(N, 4)`` (pixel edges) of the 28x28 frames the digits were placed in.
-
-    Args:
-        variant: ``"coloc"`` (T) or ``"coloc-tc"`` (TC, clutter from other digits of the same split).
-    """
-    if variant not in DATASETS.values():
-        raise ValueError(f"variant must be one of {sorted(DATASETS.values())}, got {variant!r}")
-    generator = torch.Generator().manual_seed(block_seed("colocalization", variant, digit, seed))
-    (candidates,) = torch.nonzero(mnist.labels == digit, as_tuple=True)
-    if len(candidates) < count:
-        raise ValueError(f"the {mnist.split} split has {len(candidates)} digits of class {digit}, {count} needed")
-    index = candidates[torch.randperm(len(candidates), generator=generator)[:count]]
-    options = {"clutter_pool": mnist.images, "exclude": index} if variant == "coloc-tc" else {}
-    images, params = GENERATORS[variant](mnist.images[index], generator, **options)
-    centre = torch.tensor([images.shape[-1], images.shape[-2]]) / 2 + params["offset"]
-    half = mnist.images.shape[-1] / 2
-    return images, torch.cat([centre - half, centre + half], dim=1)
-
-
 # --- one co-localisation -------------------------------------------------------------------------------------
 
 
@@ -355,26 +329,20 @@ def _plot_boxes(
     """Per dataset a row of co-localised images with the truth (green), the crops over the sweeps (red ->
     yellow) and the transformer's crop (cyan), and a row of held-out images with the truth and the transformer's
     crop."""
-    cmap = colormaps["autumn"]
     rows, boxes = [], {}
+
+    def add_row(label: str, images: Tensor, marks: list[tuple[Tensor, Any]]) -> None:
+        """A row of ``images`` with the boxes ``(k, 4)`` of ``marks`` drawn in their colours."""
+        boxes[len(rows)] = [[(tuple(b[j].tolist()), colour) for b, colour in marks] for j in range(len(images))]
+        rows.append((label, images[:, 0]))
+
     for name, (images, truth, result, held_images, held_truth, held_theta) in runs.items():
         k = min(_FIGURE_IMAGES, len(images), len(held_images))
-        size = images.shape[-2:]
-        sweeps = [attention_boxes(theta[:k], size) for theta in result.history]
-        colours = [cmap(i / max(len(sweeps) - 1, 1)) for i in range(len(sweeps))]
-        final = attention_boxes(result.theta[:k], size)
-        boxes[len(rows)] = [
-            [(tuple(truth[j].tolist()), "lime")]
-            + [(tuple(b[j].tolist()), c) for b, c in zip(sweeps, colours)]
-            + [(tuple(final[j].tolist()), "cyan")]
-            for j in range(k)
-        ]
-        rows.append((f"{name}: digit {digit}", images[:k, 0]))
-        held = attention_boxes(held_theta[:k], size)
-        boxes[len(rows)] = [
-            [(tuple(held_truth[j].tolist()), "lime"), (tuple(held[j].tolist()), "cyan")] for j in range(k)
-        ]
-        rows.append((f"{name}: held out", held_images[:k, 0]))
+        size, last = images.shape[-2:], max(len(result.history) - 1, 1)
+        sweeps = [(attention_boxes(t[:k], size), colormaps["autumn"](i / last)) for i, t in enumerate(result.history)]
+        final, held = attention_boxes(result.theta[:k], size), attention_boxes(held_theta[:k], size)
+        add_row(f"{name}: digit {digit}", images[:k], [(truth, "lime"), *sweeps, (final, "cyan")])
+        add_row(f"{name}: held out", held_images[:k], [(held_truth, "lime"), (held, "cyan")])
     title = "truth green; best-response crops by sweep red -> yellow; the trained transformer's crop cyan"
     return image_rows(rows, path, title=title, boxes=boxes)
 
@@ -452,5 +420,5 @@ def run(args: argparse.Namespace) -> int:
         "seed": config.seed,
         "device": str(device),
     }
-    write_report(out, "colocalization", text, record)
+    print(f"wrote {write_report(out, 'colocalization', text, record)}")
     return 0

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from stn.engine.config import Preset
 from stn.engine.options import add_data_options, name_list, positive_int
-from stn.experiments._common import add_common_arguments, config_from_args, markdown_table, train_run, write_report
+from stn.experiments._common import (
+    add_common_arguments,
+    config_from_args,
+    markdown_table,
+    spec_trainer,
+    train_run,
+    write_report,
+)
 
 if TYPE_CHECKING:
     from stn.engine.config import TrainConfig
@@ -155,34 +162,26 @@ def make_trainer(
     config's seed) on ``variant`` with the classification task (used by Table 1, ``stn train``, MNIST
     addition and the co-localisation encoder)."""
 
-    from stn.data.specs import build, distorted_mnist_spec
+    from stn.data import variant_info
+    from stn.data.specs import distorted_mnist_spec
     from stn.engine.callbacks import default_callbacks
     from stn.engine.tasks import ClassificationTask
-    from stn.engine.trainer import Trainer
     from stn.models import create_model
 
     spec = distorted_mnist_spec(
         variant, seed=config.seed, num_train=num_train, num_test=num_test, root=data_dir, download=download
     )
-    train_set, test_set = build(spec, "train"), build(spec, "test")
-    info = train_set.info
-    net = create_model(
-        model,
-        seed=config.seed,
-        in_shape=(info.channels, *info.image_size),
-        num_classes=info.num_classes,
-        **(model_options or {}),
-    )
-    return Trainer(
+    info = variant_info(variant)
+    shape = (info.channels, *info.image_size)
+    net = create_model(model, seed=config.seed, in_shape=shape, num_classes=info.num_classes, **(model_options or {}))
+    return spec_trainer(
         net,
-        train_set,
-        test_set,
+        spec,
         ClassificationTask(info.num_classes),
         config,
+        run_dir,
         callbacks=default_callbacks(figures=figures),
-        run_dir=run_dir,
         resume=resume,
-        data_spec=spec,
         title=f"{model} on {variant}",
         progress=progress,
     )

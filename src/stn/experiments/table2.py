@@ -30,7 +30,7 @@ from typing import Any
 
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import option_type
-from stn.experiments._common import add_common_arguments, config_from_args, train_run, write_report
+from stn.experiments._common import add_common_arguments, config_from_args, spec_trainer, train_run, write_report
 
 __all__ = ["BUDGETS", "MODELS", "PAPER", "add_arguments", "make_trainer", "run", "write_table"]
 
@@ -81,29 +81,16 @@ def make_trainer(
     (:func:`stn.data.specs.svhn_spec`), initialised from the config's seed; ``model_options`` go to
     the model factory (e.g. ``fc_units``, ``batch_norm``, ``dropout``)."""
 
-    from stn.data.specs import build
     from stn.data.svhn import INPUT_SIZE
-    from stn.engine.callbacks import default_callbacks
     from stn.engine.tasks import SequenceTask
-    from stn.engine.trainer import Trainer
     from stn.models import create_model
 
     label, name = MODELS[key]
     size = INPUT_SIZE[spec["crop"]]
     model = create_model(name, seed=config.seed, in_shape=(3, size, size), **(model_options or {}))
-    return Trainer(
-        model,
-        build(spec, "train"),
-        build(spec, "test"),
-        SequenceTask(model.max_digits, model.num_classes + 1),
-        config,
-        callbacks=default_callbacks(),
-        run_dir=run_dir,
-        resume=resume,
-        data_spec=spec,
-        title=f"{label} ({spec['crop']}px)",
-        progress=progress,
-    )
+    task = SequenceTask(model.max_digits, model.num_classes + 1)
+    title = f"{label} ({spec['crop']}px)"
+    return spec_trainer(model, spec, task, config, run_dir, resume=resume, title=title, progress=progress)
 
 
 def run(args: argparse.Namespace) -> int:

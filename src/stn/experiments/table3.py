@@ -38,13 +38,13 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from stn.data.specs import build, cub_spec
-from stn.engine.callbacks import Figures, Reports, ThetaHistory, ThetaStats
+from stn.engine.callbacks import default_callbacks
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.metrics import format_markdown_table
 from stn.engine.options import option_type, positive_int
 from stn.engine.tasks import ClassificationTask
 from stn.engine.trainer import Trainer, read_summary, run_status
-from stn.experiments._common import add_common_arguments, config_from_args, trained_model, write_report
+from stn.experiments._common import add_common_arguments, config_from_args, spec_trainer, trained_model, write_report
 from stn.io import atomic_path, write_text_atomic
 from stn.models import create_model
 from stn.models.cub import attention_boxes
@@ -141,17 +141,16 @@ def make_trainer(
         half = spec["image_size"] // 2 if row.full_resolution else spec["image_size"]
         options.update(crop_size=half, loc_size=half)
     model = create_model(row.model, seed=config.seed, **options)
-    callbacks = [ThetaStats(_THETA_STATS_SAMPLES), ThetaHistory(), Reports(), Figures()]
-    return Trainer(
+    task = ClassificationTask(train_set.num_classes)
+    callbacks = default_callbacks(stats_samples=_THETA_STATS_SAMPLES)
+    return spec_trainer(
         model,
-        train_set,
-        test_set,
-        ClassificationTask(train_set.num_classes),
+        spec,
+        task,
         config,
+        run_dir,
+        sets=(train_set, test_set),
         callbacks=callbacks,
-        run_dir=run_dir,
-        resume=True,
-        data_spec=spec,
         title=row.label,
         progress=progress,
     )

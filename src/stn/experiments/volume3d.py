@@ -29,7 +29,7 @@ from torch import nn
 
 from stn.data.specs import build, volume_spec
 from stn.data.volumes import PosedVolumes
-from stn.engine.callbacks import Figures, Reports, ThetaHistory, ThetaStats
+from stn.engine.callbacks import default_callbacks
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import positive_int
 from stn.engine.tasks import ClassificationTask
@@ -39,6 +39,7 @@ from stn.experiments._common import (
     config_from_args,
     image_rows,
     markdown_table,
+    spec_trainer,
     trained_model,
     write_report,
 )
@@ -91,18 +92,10 @@ def make_trainer(
     """The :class:`~stn.engine.trainer.Trainer` of the registered 3-D model ``name`` on the posed volumes of
     ``spec`` (:func:`volume_spec`), initialised from the config's seed; it resumes a run found in ``run_dir``."""
     model = create_model(name, seed=config.seed)
-    return Trainer(
-        model,
-        build(spec, "train"),
-        build(spec, "test"),
-        ClassificationTask(10),
-        config,
-        callbacks=[ThetaStats(_THETA_STATS_SAMPLES), ThetaHistory(), Reports(), Figures()],
-        run_dir=run_dir,
-        resume=True,
-        data_spec=spec,
-        title=f"{name} on posed volumes",
-        progress=progress,
+    callbacks = default_callbacks(stats_samples=_THETA_STATS_SAMPLES)
+    title = f"{name} on posed volumes"
+    return spec_trainer(
+        model, spec, ClassificationTask(10), config, run_dir, callbacks=callbacks, title=title, progress=progress
     )
 
 
