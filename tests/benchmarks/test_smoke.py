@@ -20,6 +20,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
         pytest.param(["bench_train.py", "--steps", "1", "--batch-size", "8"], id="train"),
         pytest.param(["bench_train.py", "--steps", "1", "--batch-size", "8", "--channels-last"], id="train-nhwc"),
         pytest.param(["bench_data.py", "--smoke", "--data-dir", "{tiny_mnist}"], id="data"),
+        pytest.param(["profile_step.py", "--smoke"], id="profile-step"),
     ],
 )
 def test_benchmark_smoke(args: list[str], tiny_mnist: Path) -> None:
