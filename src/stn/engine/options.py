@@ -38,7 +38,6 @@ __all__ = [
     "option_type",
     "output_file",
     "output_folder",
-    "parse_names",
     "positive_int",
 ]
 
@@ -84,12 +83,8 @@ def option_type(name: str) -> Callable[[str], Any]:
     kind = RULES[name][0]
 
     def parse(text: str) -> Any:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {RULES[name][2]}, got {text!r}") from None
-        try:
-            return check(name, value)
+        try:  # not a number, or one the rule refuses
+            return check(name, kind(text))
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {RULES[name][2]}, got {text!r}") from None
 
@@ -100,32 +95,25 @@ def option_type(name: str) -> Callable[[str], Any]:
 positive_int = option_type("batch_size")
 
 
-def parse_names(text: str, valid: Sequence[str], what: str) -> list[str]:
-    """A comma-separated, case-insensitive list of names from ``valid`` (``"all"`` means every one), in order.
-
-    Raises:
-        argparse.ArgumentTypeError: an unknown name; the message lists the valid ones.
+def name_list(valid: Sequence[str], what: str) -> Callable[[str], list[str]]:
+    """An argparse ``type=`` for a comma-separated, case-insensitive list of names from ``valid`` (``"all"`` means
+    every one), in order; an unknown name raises ``argparse.ArgumentTypeError`` listing the valid ones.
 
     Example:
-        >>> parse_names("RTS,r", ("r", "rts", "p"), "variant")
+        >>> name_list(("r", "rts", "p"), "variant")("RTS,r")
         ['rts', 'r']
     """
-    if text.strip().lower() == "all":
-        return list(valid)
-    names = [n.strip().lower() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in valid]
-    if unknown or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown {what} {', '.join(map(repr, unknown)) or repr(text)}; choose from {', '.join(valid)} (or all)"
-        )
-    return list(dict.fromkeys(names))
-
-
-def name_list(valid: Sequence[str], what: str) -> Callable[[str], list[str]]:
-    """An argparse ``type=`` that parses a comma-separated list with :func:`parse_names`."""
 
     def parse(text: str) -> list[str]:
-        return parse_names(text, valid, what)
+        if text.strip().lower() == "all":
+            return list(valid)
+        names = [n.strip().lower() for n in text.split(",") if n.strip()]
+        unknown = [n for n in names if n not in valid]
+        if unknown or not names:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(map(repr, unknown)) or repr(text)}; choose from {', '.join(valid)} (or all)"
+            )
+        return list(dict.fromkeys(names))
 
     parse.__name__ = what
     return parse

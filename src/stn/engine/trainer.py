@@ -499,13 +499,9 @@ class Trainer:
         except (KeyError, TypeError, ValueError) as err:
             raise CheckpointError(f"{self.checkpoint_path} holds an unreadable configuration: {err}") from err
         differences = saved.differences(self.config)
-        if state["model_name"] != self.model_spec["name"] or state["model_kwargs"] != self.model_spec["kwargs"]:
-            differences["model"] = (
-                (state["model_name"], state["model_kwargs"]),
-                (self.model_spec["name"], self.model_spec["kwargs"]),
-            )
-        if state.get("task") != self.task.spec():
-            differences["task"] = (state.get("task"), self.task.spec())
+        was = {"model": (state["model_name"], state["model_kwargs"]), "task": state.get("task")}
+        now = {"model": (self.model_spec["name"], self.model_spec["kwargs"]), "task": self.task.spec()}
+        differences |= {key: (was[key], now[key]) for key in now if was[key] != now[key]}
         differences |= {f"data.{k}": v for k, v in spec_differences(state.get("data", {}), self.data_spec).items()}
         if differences:
             listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differences.items())
