@@ -6,7 +6,7 @@ run's distorted-MNIST variant and on the fixed subset of 500 test digits, with t
 (:func:`stn.cli.eval.score`, the engine's evaluate as the run scored itself), refuses weights whose full-split
 error differs from the one the run recorded, and writes the weights file and the manifest atomically. Run::
 
-    python scripts/publish_pretrained.py results/table1-rts-60ep/rts/st-cnn-aff/seed0 --tag rts \\
+    python scripts/publish_pretrained.py results/table1-rts-long/rts/st-cnn-aff/seed0 --tag rts \\
         --data-dir ../shared/data/mnist --command "stn reproduce table1 --data RTS --budget long ..."
 
 then check with ``stn eval --pretrained st-cnn-aff:rts --data-dir ../shared/data/mnist`` and commit the new
@@ -97,7 +97,7 @@ def publish_run(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("run_dir", type=Path, help="a finished run folder (its checkpoint.pt)")
     parser.add_argument("--command", required=True, help="the command that trained the run (recorded)")
     parser.add_argument("--tag", help="what the weights were trained on (default: the run's variant, e.g. rts)")
