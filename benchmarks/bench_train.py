@@ -85,7 +85,7 @@ class PlainSTCNN(nn.Module):
         return self.classifier(F.avg_pool2d(x, 2))
 
 
-def _with_nn_conv2d(model: nn.Module) -> nn.Module:
+def with_nn_conv2d(model: nn.Module) -> nn.Module:
     """A copy of a Table 1 model whose classifier starts with a plain ``nn.Conv2d`` (same weights): the "before"."""
     before = copy.deepcopy(model)
     first = before.classifier[0]
@@ -95,7 +95,7 @@ def _with_nn_conv2d(model: nn.Module) -> nn.Module:
     return before
 
 
-def _stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
+def sgd_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
 
     def step() -> None:
@@ -152,14 +152,14 @@ def main() -> None:
         "ST-CNN (stn library)": ours,
         "ST-CNN (plain PyTorch)": plain,
         "ST-CNN TPS (stn library)": tps.to(device),
-        "ST-CNN TPS (nn.Conv2d)": _with_nn_conv2d(tps).to(device),
+        "ST-CNN TPS (nn.Conv2d)": with_nn_conv2d(tps).to(device),
         "its classifier alone": nn.Sequential(nn.AvgPool2d(2), ours.classifier).to(device),
         "Table 1 CNN (42x42 input)": create_model("cnn", in_shape=(1, 42, 42)).to(device),
     }
     if args.channels_last:  # every variant alike, as `stn train` keeps its models
         for model in models.values():
             model.to(memory_format=torch.channels_last)
-    variants = {name: _stepper(model, x, y) for name, model in models.items()}
+    variants = {name: sgd_step(model, x, y) for name, model in models.items()}
     with tempfile.TemporaryDirectory() as run_dir:
         engine = copy.deepcopy(ours)  # same weights, its own optimiser
         variants["ST-CNN (stn engine step)"] = _engine_stepper(engine, x, y, args.channels_last, run_dir)

@@ -17,31 +17,10 @@ import argparse
 import time
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from bench_train import sgd_step, with_nn_conv2d  # the same 'before' model and SGD step as the benchmark
 from stn.models import create_model
-
-
-def _with_nn_conv2d(model: nn.Module) -> nn.Module:
-    first = model.classifier[0]
-    plain = nn.Conv2d(first.in_channels, first.out_channels, first.kernel_size, padding=first.padding)
-    plain.load_state_dict(first.state_dict())
-    model.classifier[0] = plain
-    return model
-
-
-def _stepper(model: nn.Module, x: torch.Tensor, y: torch.Tensor):
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step() -> None:
-        loss = F.cross_entropy(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    return step
 
 
 def main() -> None:
@@ -57,12 +36,12 @@ def main() -> None:
         args.batch_size, args.steps = 8, 1
     torch.set_num_threads(args.threads)
     ours = create_model(args.model, in_shape=(1, 42, 42), seed=0).to(memory_format=torch.channels_last)
-    before = _with_nn_conv2d(create_model(args.model, in_shape=(1, 42, 42), seed=0)).to(
+    before = with_nn_conv2d(create_model(args.model, in_shape=(1, 42, 42), seed=0)).to(
         memory_format=torch.channels_last
     )
     x = torch.rand(args.batch_size, 1, 42, 42).contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (args.batch_size,))
-    steps = {"stn": _stepper(ours, x, y), "nn.Conv2d first layer": _stepper(before, x, y)}
+    steps = {"stn": sgd_step(ours, x, y), "nn.Conv2d first layer": sgd_step(before, x, y)}
     for step in steps.values():  # warm-up: oneDNN primitives are created on first use
         step()
     with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
