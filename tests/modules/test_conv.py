@@ -84,3 +84,11 @@ def test_a_state_dict_of_nn_conv2d_loads():
     reference, ours = _pair()
     assert ours.state_dict().keys() == reference.state_dict().keys()
     assert isinstance(ours, nn.Conv2d)
+
+
+def test_tracing_records_the_plain_convolution():
+    reference, ours = _pair(padding=2)
+    x = torch.randn(2, 1, 9, 9, dtype=torch.float64, requires_grad=True)
+    traced = torch.jit.trace(ours, x)
+    assert "PythonOp" not in str(traced.graph)
+    torch.testing.assert_close(traced(x), reference(x), rtol=0, atol=0)

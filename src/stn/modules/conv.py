@@ -51,7 +51,7 @@ class Conv2d(nn.Conv2d):
     of a one-channel input that needs its gradient (stride 1, no dilation, one group, zero padding given as
     numbers) takes the other route; its gradients equal ``nn.Conv2d``'s up to float rounding (about 1e-6
     relative in float32; exact to 1e-12 in float64). It is differentiable once (no double backward on that
-    route).
+    route). Under ``torch.jit.trace``, ``torch.compile`` and export it is exactly ``nn.Conv2d``.
 
     Example:
         >>> import torch
@@ -74,6 +74,9 @@ class Conv2d(nn.Conv2d):
             and x.device.type == "cpu"
             and x.requires_grad
             and torch.is_grad_enabled()
+            # Tracers and compilers (TorchScript, torch.compile, ONNX export) get the plain convolution.
+            and not torch.jit.is_tracing()
+            and not torch.compiler.is_compiling()
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
