@@ -125,10 +125,11 @@ def test_interrupt_then_resume_reaches_the_same_weights(
         return out
 
     monkeypatch.setattr(Trainer, "train_step", step_then_signal)
+    handlers = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)  # SIG_IGN under nohup
     stopped = train(config, tmp_path / "resumed", tiny_mnist).fit()
     assert stopped.status == "interrupted" and stopped.signal == signum and stopped.step == 4
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 4
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == handlers  # handlers restored
     monkeypatch.undo()
 
     finished = train(config, tmp_path / "resumed", tiny_mnist, resume=True).fit()
