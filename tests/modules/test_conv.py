@@ -92,3 +92,18 @@ def test_tracing_records_the_plain_convolution():
     traced = torch.jit.trace(ours, x)
     assert "PythonOp" not in str(traced.graph)
     torch.testing.assert_close(traced(x), reference(x), rtol=0, atol=0)
+
+
+def test_cpu_autocast_gives_nn_conv2d_values_and_gradient_dtypes():
+    reference, ours = _pair(dtype=torch.float32, padding=1)
+    x = torch.rand(2, 1, 8, 8)
+    grads = []
+    for model in (reference, ours):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            grads.append(_gradients(model, x, torch.ones(2, 6, 6, 6, dtype=torch.bfloat16)))
+    (y_ref, *g_ref), (y, *g) = grads
+    assert y.dtype == y_ref.dtype == torch.bfloat16
+    torch.testing.assert_close(y, y_ref, rtol=0, atol=0)
+    for expected, got in zip(g_ref, g):
+        assert got.dtype == expected.dtype == torch.float32
+        torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # bfloat16 rounding of the input gradient

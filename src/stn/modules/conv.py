@@ -29,18 +29,22 @@ class _SingleChannelConv2d(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: torch.Tensor):
-        x, weight = ctx.saved_tensors
+        saved_x, saved_weight = ctx.saved_tensors
+        # Under autocast F.conv2d ran in grad's dtype on cast copies: differentiate that, as nn.Conv2d does.
+        x, weight = saved_x.to(grad.dtype), saved_weight.to(grad.dtype)
         need_x, need_w, need_b, _ = ctx.needs_input_grad
         grad_x = grad_w = grad_b = None
         if need_x:  # ATen's im2col kernel: what F.conv2d's backward runs with oneDNN disabled
             grad_x = torch.ops.aten._slow_conv2d_backward(
                 grad, x, weight, weight.shape[2:], [1, 1], ctx.padding, [True, False, False]
-            )[0]
+            )[0].to(saved_x.dtype)
         if need_w or need_b:
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
                 grad, x, weight, [weight.shape[0]], [1, 1], ctx.padding, [1, 1], False, [0, 0], 1,
                 [False, need_w, need_b],
             )  # fmt: skip
+            grad_w = None if grad_w is None else grad_w.to(saved_weight.dtype)
+            grad_b = None if grad_b is None else grad_b.to(saved_weight.dtype)
         return grad_x, grad_w, grad_b, None
 
 
