@@ -32,8 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from stn.data import DistortedMNIST
-from stn.engine.metrics import format_markdown_table
-from stn.io import write_text_atomic
+from stn.io import format_markdown_table, write_text_atomic
 from stn.models import create_model
 
 BATCH = 256

@@ -23,8 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stn.engine.metrics import format_markdown_table
-from stn.io import write_text_atomic
+from stn.io import format_markdown_table, write_text_atomic
 
 MODEL = "st-cnn-aff"
 ARMS: dict[str, list[str]] = {

@@ -1,7 +1,8 @@
-"""stn.io: atomic writes, stale temporary files, the run-folder lock."""
+"""stn.io: atomic writes, stale temporary files, the run-folder lock, JSON lines, CSV and Markdown tables."""
 
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -9,7 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from stn.io import RunLock, RunLockedError, atomic_path, remove_stale_temp_files, write_text_atomic
+from stn.io import (
+    RunLock,
+    RunLockedError,
+    atomic_path,
+    format_markdown_table,
+    read_jsonl,
+    remove_stale_temp_files,
+    write_csv,
+    write_text_atomic,
+)
 
 
 def test_atomic_write_replaces_and_cleans_up_on_error(tmp_path: Path) -> None:
@@ -64,3 +74,19 @@ def test_lock_held_by_another_live_process_names_its_pid(tmp_path: Path) -> None
     # the holder died without releasing (kill -9): its lock is stale and taken over
     with RunLock(tmp_path) as lock:
         assert lock.holder() == os.getpid()
+
+
+def test_read_jsonl_of_a_missing_file_is_empty(tmp_path: Path) -> None:
+    assert read_jsonl(tmp_path / "none.jsonl") == []
+
+
+def test_csv_has_every_column(tmp_path: Path) -> None:
+    write_csv([{"a": 1, "b": 2.5}, {"a": 2, "c": "x"}], tmp_path / "m.csv")
+    with (tmp_path / "m.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert rows == [{"a": "1", "b": "2.5", "c": ""}, {"a": "2", "b": "", "c": "x"}]
+
+
+def test_markdown_table() -> None:
+    text = format_markdown_table([["CNN", 0.012345, None], ["ST", 3, "ok"]], ["model", "error", "note"])
+    assert text.splitlines() == ["| model | error | note |", "|---|---|---|", "| CNN | 0.01235 |  |", "| ST | 3 | ok |"]

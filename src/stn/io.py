@@ -1,4 +1,5 @@
-"""Files that never end up half-written, and run folders that one process writes at a time.
+"""Files that never end up half-written, run folders that one process writes at a time, and the records (JSON
+lines, CSV, Markdown tables) that runs and experiments write.
 
 The single home of the library's file safety; everything that writes (checkpoints, metrics, figures, tables,
 exports, caches, downloads) goes through :func:`atomic_path` or :func:`write_text_atomic`.
@@ -27,14 +28,27 @@ Example:
 
 from __future__ import annotations
 
+import csv
 import errno
+import io
+import json
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-__all__ = ["RunLock", "RunLockedError", "atomic_path", "remove_stale_temp_files", "write_text_atomic"]
+__all__ = [
+    "RunLock",
+    "RunLockedError",
+    "atomic_path",
+    "format_markdown_table",
+    "read_jsonl",
+    "remove_stale_temp_files",
+    "write_csv",
+    "write_text_atomic",
+]
 
 LOCK_FILE = ".lock"
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")
@@ -82,6 +96,44 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return path
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """All records of a JSON-lines file (an empty list when it does not exist)."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def _columns(records: Sequence[dict[str, Any]]) -> list[str]:
+    columns: dict[str, None] = {}
+    for record in records:
+        columns.update(dict.fromkeys(record))
+    return list(columns)
+
+
+def write_csv(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """``records`` as a CSV table (columns: every key, in order of first appearance)."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_columns(records), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(records)
+    return write_text_atomic(path, buffer.getvalue())
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "" if value is None else str(value)
+
+
+def format_markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """A GitHub-flavoured Markdown table; floats get 4 significant digits."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _pid_alive(pid: int) -> bool:

@@ -63,6 +63,28 @@ def test_table1_grid_writes_the_table_and_skips_finished_runs(
     assert capsys.readouterr().out.count("finished before, skipped") == 2
 
 
+def test_table1_seed_starts_the_seed_range_and_the_table_gathers_every_seed(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ["reproduce", "table1", "--data", "R", "--models", "st-cnn-aff", "--iterations", "2", "--batch-size", "16"]
+    base += ["--num-train", "32", "--num-test", "16", "--data-dir", str(tiny_mnist), "--out", str(tmp_path), "--quiet"]
+    assert main([*base, "--seed", "1"]) == 0
+    assert [p.name for p in (tmp_path / "r" / "st-cnn-aff").iterdir()] == ["seed1"]
+    table = (tmp_path / "table1.md").read_text()
+    assert "--seed 1" in table.splitlines()[2]  # the command that reproduces the table
+    assert main([*base, "--weight-decay", "1e-4"]) == 0  # seed 0 beside it, with another recipe
+    table = (tmp_path / "table1.md").read_text()
+    assert "--weight-decay 0.0001" in table.splitlines()[2]
+    errors = [
+        100 * json.loads((tmp_path / "r" / "st-cnn-aff" / f"seed{k}" / "summary.json").read_text())["test_error"]
+        for k in (0, 1)
+    ]
+    cell = f"{sum(errors) / 2:.2f} ± "
+    assert cell in table.split("## Runs")[0]  # one cell, both seeds
+    runs = [line for line in table.split("## Runs")[1].splitlines() if line.startswith("| ST-CNN")]
+    assert [line.split(" | ")[2] for line in runs] == ["0", "1"]  # the seed column, in order
+
+
 def test_table1_rejects_unknown_variants(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["reproduce", "table1", "--data", "R,XYZ"])

@@ -19,9 +19,8 @@ from torch.utils.data import Dataset, TensorDataset
 from stn.engine import ClassificationTask, TrainConfig, Trainer
 from stn.engine.checkpoint import load_model
 from stn.engine.distributed import DistContext
-from stn.engine.metrics import read_jsonl
 from stn.engine.trainer import evaluate, run_status
-from stn.io import RunLockedError
+from stn.io import RunLockedError, read_jsonl
 from stn.models import create_model
 
 

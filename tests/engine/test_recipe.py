@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from stn.engine.config import TrainConfig
-from stn.engine.metrics import read_jsonl
 from stn.engine.options import add_training_options
 from stn.engine.trainer import learning_rate, make_optimizer
 from stn.experiments.table1 import make_trainer
+from stn.io import read_jsonl
 
 
 def test_the_paper_recipe_is_the_default_and_unchanged() -> None:

@@ -20,10 +20,10 @@ from stn.data.specs import build, svhn_spec
 from stn.data.svhn import DigitBox, SVHNRecord, write_digit_struct
 from stn.engine.checkpoint import load_checkpoint, load_model
 from stn.engine.config import TrainConfig
-from stn.engine.metrics import read_jsonl
 from stn.engine.tasks import SequenceTask
 from stn.engine.trainer import Trainer, evaluate
 from stn.experiments import table2
+from stn.io import read_jsonl
 
 
 @pytest.fixture

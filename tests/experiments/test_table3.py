@@ -17,9 +17,9 @@ from stn.cli import main
 from stn.data.cub import CUB200
 from stn.data.specs import build, cub_spec
 from stn.engine.checkpoint import load_checkpoint
-from stn.engine.metrics import read_jsonl
 from stn.engine.trainer import Trainer
 from stn.experiments import table3
+from stn.io import read_jsonl
 
 
 def parse(*argv):

@@ -15,9 +15,9 @@ import torch
 from stn.cli import main
 from stn.data.specs import volume_spec
 from stn.engine.checkpoint import load_checkpoint
-from stn.engine.metrics import read_jsonl
 from stn.engine.trainer import Trainer
 from stn.experiments import volume3d
+from stn.io import read_jsonl
 
 
 def parse(*argv: str) -> argparse.Namespace:

@@ -14,8 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from stn.engine.metrics import format_markdown_table, write_csv
-from stn.io import write_text_atomic
+from stn.io import format_markdown_table, write_csv, write_text_atomic
 from stn.modules.diagnostics import capture_transformers, theta_diagnostics
 
 if TYPE_CHECKING:

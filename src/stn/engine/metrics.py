@@ -1,9 +1,10 @@
-"""Run records: one JSON object per epoch appended to ``metrics.jsonl``, summaries as CSV and Markdown, and
-optional TensorBoard scalars.
+"""Run records: one JSON object per epoch appended to ``metrics.jsonl`` (read back with :func:`stn.io.read_jsonl`),
+and optional TensorBoard scalars.
 
 Example:
     >>> import tempfile
     >>> run = tempfile.mkdtemp()
+    >>> from stn.io import read_jsonl
     >>> log = MetricsLog(run)
     >>> log.append({"epoch": 1, "test_error": 0.012})
     >>> read_jsonl(Path(run) / METRICS_FILE)[-1]["test_error"]
@@ -12,57 +13,17 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from stn.io import write_text_atomic
 
-__all__ = ["METRICS_FILE", "MetricsLog", "format_markdown_table", "read_jsonl", "write_csv"]
+__all__ = ["METRICS_FILE", "MetricsLog"]
 
 METRICS_FILE = "metrics.jsonl"
-
-
-def read_jsonl(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of a JSON-lines file (an empty list when it does not exist)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    with path.open(encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
-def _columns(records: Sequence[dict[str, Any]]) -> list[str]:
-    columns: dict[str, None] = {}
-    for record in records:
-        columns.update(dict.fromkeys(record))
-    return list(columns)
-
-
-def write_csv(records: Sequence[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """``records`` as a CSV table (columns: every key, in order of first appearance)."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=_columns(records), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(records)
-    return write_text_atomic(path, buffer.getvalue())
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return "" if value is None else str(value)
-
-
-def format_markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
-    """A GitHub-flavoured Markdown table; floats get 4 significant digits."""
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
 
 
 class MetricsLog:

@@ -22,9 +22,8 @@ from typing import TYPE_CHECKING, Any
 from torch import Tensor, nn
 
 from stn.engine.config import Preset, TrainConfig
-from stn.engine.metrics import format_markdown_table
 from stn.engine.options import add_data_options, add_training_options, output_folder
-from stn.io import write_text_atomic
+from stn.io import format_markdown_table, write_text_atomic
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset

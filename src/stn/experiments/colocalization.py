@@ -46,11 +46,11 @@ from stn.data.datasets import colocalization_set
 from stn.data.specs import distorted_mnist_spec
 from stn.engine.checkpoint import build_model, load_checkpoint
 from stn.engine.config import Preset, TrainConfig
-from stn.engine.metrics import format_markdown_table
 from stn.engine.options import positive_int
 from stn.engine.trainer import resolve_device
 from stn.experiments._common import add_common_arguments, config_from_args, image_rows, train_run, write_report
 from stn.experiments.table1 import make_trainer
+from stn.io import format_markdown_table
 from stn.models import create_model
 from stn.models.appendix import ActivationEncoder
 from stn.models.cub import attention_boxes as window_boxes

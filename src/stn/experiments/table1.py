@@ -81,6 +81,8 @@ PAPER: dict[str, dict[str, float]] = {
 }
 _PAPER_ITERATIONS = 150_000
 _FIGURES = ("curves", "transformations")
+# what _command writes itself, or leaves out (not part of the recipe)
+_NOT_IN_COMMAND = {"command", "experiment", "func", "data", "models", "budget", "quiet", "download"}
 # The table of runs: header -> cell of a run's summary.json and its row label, column, minutes, error (%), figures
 _RUN_COLUMNS = {
     "Model": "{label}",
@@ -136,7 +138,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=list(MODELS),
         help=f"comma-separated models: {','.join(MODELS)} or all (default all)",
     )
-    parser.add_argument("--seeds", type=positive_int, default=1, help="runs per cell with seeds 0..N-1 (default 1)")
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="runs per cell, with seeds S..S+N-1 where S is --seed (default 1 run, seed 0)",
+    )
     add_common_arguments(parser, BUDGETS, None, mnist=False)
     parser.add_argument("--num-train", type=positive_int, default=None, help="train on a fixed subset of N digits")
     parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
@@ -191,13 +198,10 @@ def _run_dir(out: Path, variant: str, model: str, seed: int) -> Path:
     return out / variant / model / f"seed{seed}"
 
 
-def _summaries(out: Path, variant: str, model: str, seeds: int) -> list[dict[str, Any]]:
-    found = []
-    for seed in range(seeds):
-        path = _run_dir(out, variant, model, seed) / "summary.json"
-        if path.is_file():
-            found.append(json.loads(path.read_text()))
-    return found
+def _summaries(out: Path, variant: str, model: str) -> list[dict[str, Any]]:
+    """The summaries of every finished seed of a cell in ``out``, by seed."""
+    found = [json.loads(p.read_text()) for p in (out / variant / model).glob("seed*/summary.json")]
+    return sorted(found, key=lambda s: s["seed"])
 
 
 def _error_cell(summaries: list[dict[str, Any]]) -> str:
@@ -209,22 +213,22 @@ def _error_cell(summaries: list[dict[str, Any]]) -> str:
     return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
 
 
-def write_table(out: Path, variants: list[str], seeds: int, command: str) -> Path:
+def write_table(out: Path, variants: list[str], command: str) -> Path:
     """Write ``table1.md`` and ``table1.csv`` in ``out`` from the runs found there; returns the Markdown path.
 
     Rows are all eight models (``—`` where not run); columns the given ``variants`` and any other variant with
-    runs in ``out``.
+    runs in ``out``; a cell is the mean ± sd of every seed found.
     """
-    from stn.engine.metrics import format_markdown_table, write_csv
+    from stn.io import format_markdown_table, write_csv
 
-    variants = [v for v in VARIANTS if v in variants or any(_summaries(out, v, m, seeds) for m in MODELS)]
+    variants = [v for v in VARIANTS if v in variants or any(_summaries(out, v, m) for m in MODELS)]
     header = ["Model"] + [f"{v.upper()} {who}" for v in variants for who in ("paper", "ours")]
     rows, details, records = [], [], []
     worse = compared = 0
     for model in MODELS:
         row = [MODELS[model]]
         for variant in variants:
-            found = _summaries(out, variant, model, seeds)
+            found = _summaries(out, variant, model)
             paper = PAPER[model][variant]
             star = "*" if variant == "tc" and model.startswith("st-") else ""
             row += [f"{paper}{star}", _error_cell(found)]
@@ -263,16 +267,21 @@ def write_table(out: Path, variants: list[str], seeds: int, command: str) -> Pat
 
 
 def _command(args: argparse.Namespace) -> str:
+    """The command line that reproduces ``args``: the grid, then every option given (presets fill the rest)."""
     parts = [
         "stn reproduce table1",
         f"--data {','.join(v.upper() for v in args.data)}",
         f"--models {','.join(args.models)}",
         f"--budget {args.budget}",
     ]
-    for flag in ("iterations", "seeds", "batch_size", "lr", "num_train", "num_test", "data_dir", "device", "out"):
-        value = getattr(args, flag)
-        if value not in (None, "auto") and (flag, value) != ("seeds", 1):
-            parts.append(f"--{flag.replace('_', '-')} {value}")
+    for key, value in vars(args).items():
+        flag = f"--{key.replace('_', '-')}"
+        if key in _NOT_IN_COMMAND or value in (None, "auto") or (key, value) == ("seeds", 1):
+            continue
+        if isinstance(value, bool):
+            parts.append(flag if value else f"--no-{flag[2:]}")
+        else:
+            parts.append(f"{flag} {value}")
     return " ".join(parts)
 
 
@@ -282,7 +291,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/table1-{args.budget}")
     models = [m for m in RUN_ORDER if m in args.models]
-    jobs = [(v, m, s) for v in args.data for m in models for s in range(args.seeds)]
+    jobs = [(v, m, s) for v in args.data for m in models for s in range(args.seed or 0, (args.seed or 0) + args.seeds)]
     command = _command(args)
     started = time.perf_counter()
     for k, (variant, model, seed) in enumerate(jobs, 1):
@@ -297,14 +306,14 @@ def run(args: argparse.Namespace) -> int:
         trained = train_run(label, run_dir, config, spec, make)
         if trained is None:
             continue
-        write_table(out, args.data, args.seeds, command)
+        write_table(out, args.data, command)
         if isinstance(trained, int):
             print(f"Partial table: {out / 'table1.md'}")
             return trained
         s = trained.summary
         paper = PAPER[model][variant]
         print(f"{label}: test error {100 * s['test_error']:.2f}% (paper {paper}%) in {s['time_s'] / 60:.1f} min")
-    table = write_table(out, args.data, args.seeds, command)
+    table = write_table(out, args.data, command)
     print(table.read_text())
     print(f"wrote {table} ({math.ceil((time.perf_counter() - started) / 60)} min)")
     return 0

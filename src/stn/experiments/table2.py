@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
 
 def write_table(out: str | Path) -> Path:
     """``<out>/table2.md``: our sequence errors (from the finished runs found) beside the paper's."""
-    from stn.engine.metrics import format_markdown_table
+    from stn.io import format_markdown_table
 
     out = Path(out)
     keys = {label: key for key, (label, _) in MODELS.items()}

@@ -40,12 +40,11 @@ from torch.utils.data import DataLoader, Dataset
 from stn.data.specs import build, cub_spec
 from stn.engine.callbacks import default_callbacks
 from stn.engine.config import Preset, TrainConfig
-from stn.engine.metrics import format_markdown_table
 from stn.engine.options import option_type, positive_int
 from stn.engine.tasks import ClassificationTask
 from stn.engine.trainer import Trainer, read_summary, run_status
 from stn.experiments._common import add_common_arguments, config_from_args, spec_trainer, trained_model, write_report
-from stn.io import atomic_path, write_text_atomic
+from stn.io import atomic_path, format_markdown_table, write_text_atomic
 from stn.models import create_model
 from stn.models.cub import attention_boxes
 from stn.models.registry import model_spec
