@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from stn.coords import base_grid, check_size, normalized_to_pixel, pixel_to_normalized
+from stn.coords import base_grid, box_iou, check_size, normalized_to_pixel, pixel_to_normalized
 
 
 @pytest.mark.parametrize("size", [(1, 1), (3, 5), (4, 2)])
@@ -59,3 +59,11 @@ def test_check_size_accepts_int_and_rejects_non_sequence():
     assert check_size(3, 2) == (3, 3)
     with pytest.raises(TypeError, match="out_size"):
         check_size(None, 2)
+
+
+def test_box_iou_of_paired_and_broadcast_boxes() -> None:
+    a = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]])
+    b = torch.tensor([[0.0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]])
+    expected = torch.tensor([1.0, 50 / 150, 0.0])
+    torch.testing.assert_close(box_iou(a, b), expected)
+    torch.testing.assert_close(box_iou(a[0], b), expected)  # one box against three

@@ -5,12 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from stn import sampling_grid, viz
 from stn.models import create_model
+from stn.viz import plot_attention_windows, plot_image_rows
 
 
 def test_the_grid_is_drawn_in_input_pixels() -> None:
@@ -95,3 +97,30 @@ def test_training_gif_has_one_frame_per_kept_epoch(tmp_path: Path) -> None:
         assert gif.format == "GIF" and gif.n_frames == 3
     with pytest.raises(ValueError, match="no θ history"):
         viz.training_gif(model, {"images": torch.rand(1, 1, 28, 28), "epochs": [], "theta": {}}, tmp_path / "x.gif")
+
+
+def test_plot_image_rows_draws_one_labelled_row_each_with_boxes(tmp_path: Path) -> None:
+    rows = [("first", torch.zeros(3, 10, 10)), ("second", torch.ones(3, 10, 10))]
+    boxes = {0: [[((1.0, 1.0, 6.0, 6.0), "red")], [], []]}
+    path = plot_image_rows(rows, tmp_path / "rows.png", title="t", boxes=boxes)
+    with Image.open(path) as figure:
+        pixels = np.asarray(figure.convert("RGB")).reshape(-1, 3).astype(int)
+    assert ((pixels[:, 0] > 200) & (pixels[:, 1] < 60) & (pixels[:, 2] < 60)).any()  # the red box
+    assert list(tmp_path.iterdir()) == [path]
+    with pytest.raises(ValueError, match="same number of images"):
+        plot_image_rows([("a", torch.zeros(2, 4, 4)), ("b", torch.zeros(3, 4, 4))], tmp_path / "x.png")
+    with pytest.raises(ValueError, match="at least one row"):
+        plot_image_rows([], tmp_path / "x.png")
+
+
+def test_plot_attention_windows_draws_each_transformer_and_the_box(tmp_path):
+    images = torch.zeros(5, 3, 20, 30)
+    boxes = torch.tensor([[-0.9, -0.9, 0.9, 0.9]]).expand(5, 4)
+    windows = torch.tensor([[-0.5, -0.5, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]).expand(5, 2, 4)
+    path = plot_attention_windows(images, boxes, windows, tmp_path / "a.png")
+    with Image.open(path) as figure:
+        assert figure.size == (960, 480)  # 4 columns x 2 rows of 3-inch panels at 80 dpi
+        pixels = np.asarray(figure.convert("RGB")).reshape(-1, 3)
+    for colour in [(31, 119, 180), (255, 127, 14), (255, 255, 255)]:  # the two transformers' colours, the box
+        assert (np.abs(pixels.astype(int) - colour).sum(1) < 30).any(), colour
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["base_grid", "check_size", "normalized_to_pixel", "pixel_to_normalized"]
+__all__ = ["base_grid", "box_intersection", "box_iou", "check_size", "normalized_to_pixel", "pixel_to_normalized"]
 
 
 def check_size(size: int | Sequence[int], ndim: int, what: str = "out_size") -> tuple[int, ...]:
@@ -97,3 +97,23 @@ def normalized_to_pixel(c: Tensor | float, size: int) -> Tensor | float:
         -0.5
     """
     return ((c + 1) * size - 1) / 2
+
+
+def box_intersection(a: Tensor, b: Tensor) -> Tensor:
+    """Area shared by boxes ``a`` and ``b`` ``(..., 4)`` = ``(x0, y0, x1, y1)`` (broadcast against each other), in
+    the boxes' own units: ``(...)``."""
+    wh = (torch.minimum(a[..., 2:], b[..., 2:]) - torch.maximum(a[..., :2], b[..., :2])).clamp(min=0)
+    return wh[..., 0] * wh[..., 1]
+
+
+def box_iou(a: Tensor, b: Tensor) -> Tensor:
+    """Intersection over union of boxes ``a`` and ``b`` ``(..., 4)`` = ``(x0, y0, x1, y1)`` (broadcast): ``(...)``.
+
+    Example:
+        >>> from stn.coords import box_iou
+        >>> box_iou(torch.tensor([0.0, 0.0, 2.0, 2.0]), torch.tensor([[1.0, 0.0, 3.0, 2.0], [2.0, 2.0, 3.0, 3.0]]))
+        tensor([0.3333, 0.0000])
+    """
+    inter = box_intersection(a, b)
+    union = (a[..., 2:] - a[..., :2]).prod(-1) + (b[..., 2:] - b[..., :2]).prod(-1) - inter
+    return inter / union.clamp(min=1e-12)

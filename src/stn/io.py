@@ -34,7 +34,7 @@ import io
 import json
 import os
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,11 @@ __all__ = [
     "RunLockedError",
     "atomic_path",
     "format_markdown_table",
+    "markdown_table",
     "read_jsonl",
     "remove_stale_temp_files",
     "write_csv",
+    "write_report",
     "write_text_atomic",
 ]
 
@@ -134,6 +136,28 @@ def format_markdown_table(rows: Sequence[Sequence[Any]], header: Sequence[str]) 
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines) + "\n"
+
+
+def markdown_table(records: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
+    """A Markdown table of ``records``, one row each; ``columns``: ``{header: format string of a record's fields}``
+    (``str.format_map``).
+
+    Example:
+        >>> print(markdown_table([{"model": "cnn", "error": 1.2345}], {"model": "{model}", "error (%)": "{error:.2f}"}))
+        | model | error (%) |
+        |---|---|
+        | cnn | 1.23 |
+        <BLANKLINE>
+    """
+    return format_markdown_table([[cell.format_map(r) for cell in columns.values()] for r in records], list(columns))
+
+
+def write_report(out: str | Path, name: str, text: str, record: Mapping[str, Any] | None = None) -> Path:
+    """Write ``<out>/<name>.md`` (``text``) and, when given, ``<out>/results.json`` (``record``) atomically;
+    returns the Markdown's path."""
+    if record is not None:
+        write_text_atomic(Path(out) / "results.json", json.dumps(record, indent=2) + "\n")
+    return write_text_atomic(Path(out) / f"{name}.md", text)
 
 
 def _pid_alive(pid: int) -> bool:

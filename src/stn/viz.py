@@ -32,6 +32,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
+from matplotlib.figure import Figure
+from matplotlib.patches import Rectangle
 from matplotlib.ticker import ScalarFormatter
 from PIL import Image
 from torch import Tensor, nn
@@ -41,7 +43,9 @@ from stn.io import atomic_path
 from stn.modules.diagnostics import apply_transformer, capture_transformers, transformer_modules
 
 __all__ = [
+    "plot_attention_windows",
     "plot_curves",
+    "plot_image_rows",
     "plot_model_transformations",
     "plot_transformations",
     "save_figure",
@@ -52,6 +56,7 @@ __all__ = [
 _GRID_LINES = 7  # lines of the sampling grid drawn in each direction
 _MAX_COLUMNS = 10
 _GRID_MARGIN = 0.15  # room around the input in the grid panel, as a fraction of its size
+Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixel edges
 
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike) -> Path:
@@ -236,3 +241,69 @@ def training_gif(
         grid, out = apply_transformer(module, images, theta.to(device))
         frames.append(_render(_transformations_figure(images, grid, out, title=f"epoch {epoch}")))
     return save_gif(frames, path, duration_ms)
+
+
+def plot_image_rows(
+    rows: Sequence[tuple[str, Tensor]],
+    path: str | os.PathLike,
+    *,
+    title: str | None = None,
+    boxes: dict[int, Sequence[Sequence[tuple[Box, str]]]] | None = None,
+) -> Path:
+    """A grid of grayscale images: one labelled row per ``(label, images (B, H, W))``, one column per image.
+
+    Args:
+        rows: the rows, top to bottom; every row must have the same number of images.
+        path: the PNG to write (atomically).
+        boxes: ``{row: per column, a list of ((x0, y0, x1, y1), colour)}`` rectangles drawn over that row.
+    """
+    if not rows:
+        raise ValueError("plot_image_rows needs at least one row")
+    columns = len(rows[0][1])
+    if any(len(images) != columns for _, images in rows):
+        raise ValueError(f"every row needs the same number of images, got {[len(im) for _, im in rows]}")
+    fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns + 0.9, 1.25 * len(rows)), squeeze=False)
+    for r, (label, images) in enumerate(rows):
+        for c in range(columns):
+            ax = axes[r, c]
+            image = images[c].detach().float().cpu()
+            ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=max(1.0, image.max().item()))
+            for (x0, y0, x1, y1), colour in (boxes or {}).get(r, [[]] * columns)[c]:
+                # pixel edges -> imshow coordinates (pixel centres at integers)
+                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.2))
+            ax.set_xticks([])
+            ax.set_yticks([])
+        axes[r, 0].set_ylabel(label, fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_attention_windows(images: Tensor, boxes: Tensor, windows: Tensor, path: str | Path, columns: int = 4) -> Path:
+    """A PNG grid of ``images`` ``(K, 3, H, W)`` in [0, 1] with their boxes ``(K, 4)`` dashed white and the
+    windows ``(K, T, 4)`` of each transformer in its own colour (all boxes normalised ``(x0, y0, x1, y1)``; the
+    windows of attention θ: :func:`stn.models.cub.attention_boxes`)."""
+    count = len(images)
+    columns = max(1, min(columns, count))
+    rows = -(-count // columns)
+    fig = Figure(figsize=(3 * columns, 3 * rows))
+    axes = fig.subplots(rows, columns, squeeze=False)
+    colours = matplotlib.colormaps["tab10"].colors
+    for ax in axes.flat:
+        ax.axis("off")
+    for k in range(count):
+        ax = axes.flat[k]
+        ax.imshow(images[k].permute(1, 2, 0).clamp(0, 1).numpy(), extent=(-1, 1, 1, -1))
+        for t, (x0, y0, x1, y1) in enumerate(windows[k].tolist()):
+            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2, ec=colours[t % len(colours)]))
+        x0, y0, x1, y1 = boxes[k].tolist()
+        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.5, ec="white", ls="--"))
+        ax.set_xlim(-1.05, 1.05)
+        ax.set_ylim(1.05, -1.05)
+    fig.suptitle("attention windows (one colour per transformer) and the bird's box (dashed)", fontsize=10)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    return path

@@ -124,6 +124,10 @@ def test_resume_with_another_recipe_is_refused_and_the_rule_says_what_is_done(tm
     assert run_status(tmp_path, config) == "done"
     assert run_status(tmp_path, config.replace(epochs=2)) == "resume"
     assert run_status(tmp_path / "elsewhere", config) == "new"
+    in_shape = json.loads((tmp_path / "config.json").read_text())["model"]["kwargs"]["in_shape"]
+    assert run_status(tmp_path, config, model_options={"in_shape": in_shape}) == "done"
+    assert run_status(tmp_path, config, model_options={"in_shape": [1, 9, 9]}) == "resume"  # another model
+    assert run_status(tmp_path, config, model_options={"depth": 3}) == "resume"  # not recorded: not that model
     with pytest.raises(CheckpointError, match=r"momentum: checkpoint 0\.9, now 0\.5"):
         trainer(tmp_path, resume=True, epochs=1, momentum=0.5)
     with pytest.raises(FileExistsError, match="already holds a run"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from stn.engine.checkpoint import CheckpointError
 from stn.experiments import addition
 from stn.models import list_models
 
@@ -68,3 +69,17 @@ def test_quick_run_end_to_end_writes_table_results_and_figures(
     assert addition.run(_args(tiny_mnist, tmp_path, "fcn")) == 0  # finished runs are skipped
     assert "FCN: finished before, skipped" in capsys.readouterr().out
     assert "2xST-FCN" not in (out / "addition.md").read_text()
+
+
+def test_standardize_is_recorded_and_a_finished_plain_run_is_not_taken_for_it(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert addition.run(_args(tiny_mnist, tmp_path, "st-fcn-aff")) == 0
+    capsys.readouterr()
+    with pytest.raises(CheckpointError, match="standardize"):  # the same folders: not skipped, and not resumed
+        addition.run(_args(tiny_mnist, tmp_path, "st-fcn-aff", "--standardize"))
+    assert addition.run(_args(tiny_mnist, tmp_path / "std", "st-fcn-aff", "--standardize")) == 0
+    record = json.loads((tmp_path / "std" / "out" / "results.json").read_text())
+    assert record["standardize"] is True and "standardised" in (tmp_path / "std" / "out" / "addition.md").read_text()
+    saved = json.loads((tmp_path / "std" / "runs" / "st-fcn-aff" / "config.json").read_text())
+    assert saved["model"]["kwargs"]["standardize"] is True

@@ -8,7 +8,6 @@ import os
 import signal
 import sys
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -159,28 +158,6 @@ def test_default_backbone_without_timm_says_what_to_install(cub_root, tmp_path, 
     args = parse("--cub-root", str(cub_root), "--out", str(tmp_path), "--runs", "cnn-224", "--workers", "0")
     with pytest.raises(KeyError, match=r"stn\[cub\]"):
         table3.run(args)
-
-
-def test_attention_stats():
-    theta = torch.tensor([[[0.5, 0.0, 0.0], [0.5, 0.5, 0.5]]])  # windows [-.5, .5]^2 and [0, 1]^2
-    boxes = torch.tensor([[-1.0, -1.0, 0.25, 0.25]])
-    stats = table3.attention_stats(theta, boxes)
-    assert stats["centre_in_box_per_transformer"] == [1.0, 0.0]
-    assert stats["window_on_box_per_transformer"] == pytest.approx([0.5625, 0.0625])
-    assert stats["centre_in_box"] == 0.5 and stats["window_on_box"] == pytest.approx(0.3125)
-
-
-def test_draw_attention_writes_a_png(tmp_path):
-    images = torch.zeros(5, 3, 20, 30)
-    boxes = torch.tensor([[-0.9, -0.9, 0.9, 0.9]]).expand(5, 4)
-    windows = torch.tensor([[-0.5, -0.5, 0.5, 0.5], [0.0, 0.0, 1.0, 1.0]]).expand(5, 2, 4)
-    path = table3.draw_attention(images, boxes, windows, tmp_path / "a.png")
-    with Image.open(path) as figure:
-        assert figure.size == (960, 480)  # 4 columns x 2 rows of 3-inch panels at 80 dpi
-        pixels = np.asarray(figure.convert("RGB")).reshape(-1, 3)
-    for colour in [(31, 119, 180), (255, 127, 14), (255, 255, 255)]:  # the two transformers' colours, the box
-        assert (np.abs(pixels.astype(int) - colour).sum(1) < 30).any(), colour
-    assert list(tmp_path.iterdir()) == [path]  # no temporary file left
 
 
 def test_the_spec_keeps_the_photos_folder_absolute(tmp_path, monkeypatch):

@@ -16,7 +16,7 @@ from stn.models.appendix import (
     colocalization_localization,
     volume_model,
 )
-from stn.models.mnist import count_parameters
+from stn.models.mnist import Standardize, count_parameters
 
 ADDITION = ["add-fcn", "add-cnn"] + [f"add-{k}-{t}" for k in ("st-fcn", "2xst-fcn") for t in ("aff", "proj", "tps")]
 
@@ -159,3 +159,22 @@ def test_volume_st_at_identity_sees_what_the_baseline_sees() -> None:
 def test_volume_model_rejects_an_out_size_that_does_not_divide_the_input() -> None:
     with pytest.raises(ValueError, match="out_size"):
         volume_model(in_shape=(1, 60, 60, 60), out_size=(30, 25, 25))
+
+
+@pytest.mark.parametrize("name", ["add-fcn", "add-st-fcn-aff", "add-2xst-fcn-aff"])
+def test_standardize_puts_mnist_statistics_before_every_localisation_net_and_the_classifier(name: str) -> None:
+    torch.manual_seed(0)
+    plain = create_model(name)
+    torch.manual_seed(0)
+    model = create_model(name, standardize=True)
+    assert model.stn_spec["kwargs"]["standardize"] and not plain.stn_spec["kwargs"]["standardize"]
+    assert isinstance(model.classifier[0], Standardize)
+    loc = getattr(model.transformer, "localization", [])
+    nets = list(loc) if isinstance(loc, (nn.ModuleList, list)) else [loc]
+    assert len(nets) == ("st-" in name) + ("2x" in name) and all(isinstance(n[0], Standardize) for n in nets)
+    assert count_parameters(model) == count_parameters(plain)
+    x = torch.rand(2, 2, 42, 42)
+    if nets:  # the sampler still reads raw pixels: at initialisation the transformers return the input
+        torch.testing.assert_close(model.transformer(x)[:, :2], x, atol=1e-5, rtol=0)
+    # same initial weights (Standardize has none), other inputs to them: other logits
+    assert not torch.allclose(model(x), plain(x), atol=1e-3)

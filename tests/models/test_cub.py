@@ -14,6 +14,8 @@ from stn.models.cub import (
     IMAGENET_STD,
     ResNet18,
     attention_boxes,
+    attention_stats,
+    attention_theta,
     build_backbone,
     initial_windows,
 )
@@ -145,3 +147,23 @@ def test_a_checkpoint_from_before_the_pretrained_backbone_rename_still_loads(nam
     old["pretrained"] = old.pop("pretrained_backbone")  # how checkpoints recorded it before
     rebuilt = build_model({"model_name": name, "model_kwargs": old, "model": model.state_dict()})
     assert rebuilt.stn_spec == model.stn_spec
+
+
+def test_attention_stats():
+    theta = torch.tensor([[[0.5, 0.0, 0.0], [0.5, 0.5, 0.5]]])  # windows [-.5, .5]^2 and [0, 1]^2
+    boxes = torch.tensor([[-1.0, -1.0, 0.25, 0.25]])
+    stats = attention_stats(theta, boxes)
+    assert stats["centre_in_box_per_transformer"] == [1.0, 0.0]
+    assert stats["window_on_box_per_transformer"] == pytest.approx([0.5625, 0.0625])
+    assert stats["centre_in_box"] == 0.5 and stats["window_on_box"] == pytest.approx(0.3125)
+
+
+def test_attention_theta_is_the_models_theta_on_every_image_in_order():
+    from torch.utils.data import TensorDataset
+
+    torch.manual_seed(0)
+    model = create_model("cub-st-cnn-2x", **TINY)
+    images = torch.rand(5, 3, 32, 32)
+    theta = attention_theta(model, TensorDataset(images, torch.zeros(5)), batch_size=2)
+    assert theta.shape == (5, 2, 3) and not model.training
+    torch.testing.assert_close(theta, model(images, return_theta=True)[1])

@@ -6,7 +6,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from stn.engine.options import add_data_options, add_training_options, option_type, positive_int
+from stn.engine.options import (
+    add_data_options,
+    add_standardize_option,
+    add_training_options,
+    option_type,
+    positive_int,
+)
 
 _EXAMPLES = """examples:
   stn train --data rts --model st-cnn-aff --epochs 10
@@ -119,12 +125,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_training_options(p, {"": TrainConfig()})
     p.add_argument("--target-params", type=positive_int, help="model size to solve widths for (default 400000)")
-    p.add_argument(
-        "--standardize",
-        action="store_true",
-        help="Table 1 models: standardise what the localisation net and the classifier see (the sampler keeps "
-        "raw pixels); the FCN family needs it to learn at a useful rate (results/fcn-study)",
-    )
+    add_standardize_option(p)
     p.add_argument("--num-train", type=positive_int, help="train on a fixed subset of N digits")
     p.add_argument("--num-test", type=positive_int, help="test on a fixed subset of N digits")
     p.add_argument("--num-workers", type=option_type("num_workers"), help="data-loading processes (default 0)")

@@ -31,9 +31,11 @@ __all__ = [
     "RULES",
     "add_data_options",
     "add_device_option",
+    "add_standardize_option",
     "add_training_options",
     "check",
     "default_text",
+    "model_options",
     "name_list",
     "option_type",
     "output_file",
@@ -233,3 +235,18 @@ def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, 
     option("--seed", "seed", "seed of the initialisation, data order and augmentation")
     parser.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
     add_device_option(parser)
+
+
+def add_standardize_option(parser: argparse.ArgumentParser) -> None:
+    """``--standardize``: the MNIST models' ``standardize`` factory argument (read with :func:`model_options`)."""
+    parser.add_argument(
+        "--standardize",
+        action="store_true",
+        help="standardise what the localisation nets and the classifier see (the sampler keeps raw pixels); not "
+        "the paper's models, but the FCN family needs it to learn at a useful rate (results/fcn-study)",
+    )
+
+
+def model_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The factory arguments chosen on the command line (:func:`add_standardize_option`)."""
+    return {"standardize": bool(getattr(args, "standardize", False))}

@@ -249,10 +249,16 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return saved
 
 
-def run_status(run_dir: str | Path, config: TrainConfig, data_spec: Mapping[str, Any] | None = None) -> str:
+def run_status(
+    run_dir: str | Path,
+    config: TrainConfig,
+    data_spec: Mapping[str, Any] | None = None,
+    model_options: Mapping[str, Any] | None = None,
+) -> str:
     """The one rule for a run folder: ``"new"`` (no checkpoint), ``"done"`` (a finished run of the same recipe,
-    data and length: nothing to do) or ``"resume"`` (anything else; the :class:`Trainer` then refuses, with
-    :class:`CheckpointError`, a checkpoint made with another model, task, recipe or data).
+    data, length and ``model_options``, the factory arguments the caller chose: nothing to do) or ``"resume"``
+    (anything else; the :class:`Trainer` then refuses, with :class:`CheckpointError`, a checkpoint made with
+    another model, task, recipe or data).
 
     ``config.json`` is read, so a damaged one raises ``ValueError`` naming it.
     """
@@ -266,7 +272,9 @@ def run_status(run_dir: str | Path, config: TrainConfig, data_spec: Mapping[str,
         config, ignore=RESUMABLE_FIELDS - {"epochs", "iterations"}
     )
     same_data = data_spec is None or not spec_differences(saved.get("data", {}), data_spec)
-    return "done" if same_recipe and same_data else "resume"
+    kwargs = saved["model"]["kwargs"]
+    same_model = all(k in kwargs and kwargs[k] == v for k, v in (model_options or {}).items())
+    return "done" if same_recipe and same_data and same_model else "resume"
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:

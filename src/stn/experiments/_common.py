@@ -1,29 +1,17 @@
-"""Pieces every experiment shares: the command-line options, the recipe from them, the one way a run is trained
-or skipped, its report (a Markdown table of records, written with the records) and a figure of labelled rows of
-images.
-
-Example:
-    >>> print(markdown_table([{"model": "cnn", "error": 1.2345}], {"model": "{model}", "error (%)": "{error:.2f}"}))
-    | model | error (%) |
-    |---|---|
-    | cnn | 1.23 |
-    <BLANKLINE>
-"""
+"""Pieces every experiment shares: the command-line options, the recipe from them, and the one way a run is
+trained or skipped (reports: :func:`stn.io.write_report`)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from torch import Tensor, nn
+from torch import nn
 
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import add_data_options, add_training_options, output_folder
-from stn.io import format_markdown_table, write_text_atomic
 
 if TYPE_CHECKING:
     from torch.utils.data import Dataset
@@ -35,15 +23,10 @@ __all__ = [
     "add_common_arguments",
     "budget_help",
     "config_from_args",
-    "image_rows",
-    "markdown_table",
     "spec_trainer",
     "train_run",
     "trained_model",
-    "write_report",
 ]
-
-Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixel edges
 
 
 def budget_help(budgets: Mapping[str, Preset]) -> str:
@@ -109,14 +92,20 @@ def spec_trainer(
 
 
 def train_run(
-    label: str, run_dir: Path, config: TrainConfig, spec: Mapping[str, Any], make: Callable[[], Trainer]
+    label: str,
+    run_dir: Path,
+    config: TrainConfig,
+    spec: Mapping[str, Any],
+    make: Callable[[], Trainer],
+    model_options: Mapping[str, Any] | None = None,
 ) -> Trainer | int | None:
     """Train (or resume) the run in ``run_dir`` with the trainer ``make()`` builds, unless
-    :func:`~stn.engine.trainer.run_status` finds it finished with ``config`` and ``spec``: then None. Returns the
-    :class:`~stn.engine.trainer.Trainer` after a finished fit, or 128 + the signal that interrupted it."""
+    :func:`~stn.engine.trainer.run_status` finds it finished with ``config``, ``spec`` and ``model_options``: then
+    None. Returns the :class:`~stn.engine.trainer.Trainer` after a finished fit, or 128 + the signal that
+    interrupted it."""
     from stn.engine.trainer import run_status
 
-    if run_status(run_dir, config, spec) == "done":
+    if run_status(run_dir, config, spec, model_options) == "done":
         print(f"{label}: finished before, skipped ({run_dir})")
         return None
     print(f"{label}: training in {run_dir}", flush=True)
@@ -142,59 +131,3 @@ def trained_model(
     if trained is None:
         return load_model(run_dir, resolve_device(config.device))[0]
     return trained.model if trained.ctx.is_main else None
-
-
-def markdown_table(records: Sequence[Mapping[str, Any]], columns: Mapping[str, str]) -> str:
-    """A Markdown table of ``records``, one row each; ``columns``: ``{header: format string of a record's fields}``
-    (``str.format_map``)."""
-    return format_markdown_table([[cell.format_map(r) for cell in columns.values()] for r in records], list(columns))
-
-
-def write_report(out: str | Path, name: str, text: str, record: Mapping[str, Any] | None = None) -> Path:
-    """Write ``<out>/<name>.md`` (``text``) and, when given, ``<out>/results.json`` (``record``) atomically;
-    returns the Markdown's path."""
-    if record is not None:
-        write_text_atomic(Path(out) / "results.json", json.dumps(record, indent=2) + "\n")
-    return write_text_atomic(Path(out) / f"{name}.md", text)
-
-
-def image_rows(
-    rows: Sequence[tuple[str, Tensor]],
-    path: str | os.PathLike,
-    *,
-    title: str | None = None,
-    boxes: dict[int, Sequence[Sequence[tuple[Box, str]]]] | None = None,
-) -> Path:
-    """A grid of grayscale images: one labelled row per ``(label, images (B, H, W))``, one column per image.
-
-    Args:
-        rows: the rows, top to bottom; every row must have the same number of images.
-        path: the PNG to write (atomically).
-        boxes: ``{row: per column, a list of ((x0, y0, x1, y1), colour)}`` rectangles drawn over that row.
-    """
-    import matplotlib.pyplot as plt  # here, so that building the command-line parsers stays light
-    from matplotlib.patches import Rectangle
-
-    from stn.viz import save_figure
-
-    if not rows:
-        raise ValueError("image_rows needs at least one row")
-    columns = len(rows[0][1])
-    if any(len(images) != columns for _, images in rows):
-        raise ValueError(f"every row needs the same number of images, got {[len(im) for _, im in rows]}")
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.2 * columns + 0.9, 1.25 * len(rows)), squeeze=False)
-    for r, (label, images) in enumerate(rows):
-        for c in range(columns):
-            ax = axes[r, c]
-            image = images[c].detach().float().cpu()
-            ax.imshow(image.numpy(), cmap="gray", vmin=0, vmax=max(1.0, image.max().item()))
-            for (x0, y0, x1, y1), colour in (boxes or {}).get(r, [[]] * columns)[c]:
-                # pixel edges -> imshow coordinates (pixel centres at integers)
-                ax.add_patch(Rectangle((x0 - 0.5, y0 - 0.5), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1.2))
-            ax.set_xticks([])
-            ax.set_yticks([])
-        axes[r, 0].set_ylabel(label, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    return save_figure(fig, path)

@@ -26,17 +26,15 @@ import torch
 
 from stn.data.specs import distorted_mnist_spec
 from stn.engine.config import Preset
-from stn.engine.options import positive_int
+from stn.engine.options import add_standardize_option, model_options, positive_int
 from stn.engine.trainer import Trainer, read_summary
 from stn.experiments._common import (
     add_common_arguments,
     config_from_args,
-    image_rows,
-    markdown_table,
     train_run,
-    write_report,
 )
 from stn.experiments.table1 import make_trainer
+from stn.io import markdown_table, write_report
 from stn.modules.diagnostics import capture_transformers
 
 __all__ = ["BUDGETS", "MODELS", "PAPER", "add_arguments", "plot_transformers", "run"]
@@ -96,6 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="models to run")
     parser.add_argument("--num-train", type=positive_int, help="override the budget's training samples per epoch")
     parser.add_argument("--num-test", type=positive_int, help="override the budget's number of test samples")
+    add_standardize_option(parser)
 
 
 @torch.no_grad()
@@ -115,7 +114,9 @@ def plot_transformers(trainer: Trainer, path: str | Path, title: str) -> Path | 
         for k in range(n)
         for c in range(outputs.shape[2])
     ]
-    return image_rows(rows, path, title=f"{title}: test samples with sums {labels}")
+    from stn.viz import plot_image_rows  # here: matplotlib stays out of the command line's start-up
+
+    return plot_image_rows(rows, path, title=f"{title}: test samples with sums {labels}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -124,13 +125,14 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(BUDGETS, args)
     data = {k: budget.data[k] if getattr(args, k) is None else getattr(args, k) for k in ("num_train", "num_test")}
     spec = distorted_mnist_spec("addition", seed=config.seed, **data)
-    options = {"resume": True, "progress": not args.quiet, "data_dir": args.data_dir, **data}
+    chosen = model_options(args)
+    options = {"resume": True, "progress": not args.quiet, "data_dir": args.data_dir, "model_options": chosen, **data}
     summaries = {}
     for key in args.models:
         label, name = MODELS[key]
         run_dir = Path(args.runs_dir) / key
         make = partial(make_trainer, "addition", name, config, run_dir, **options)
-        trained = train_run(label, run_dir, config, spec, make)
+        trained = train_run(label, run_dir, config, spec, make, chosen)
         if isinstance(trained, int):
             return trained
         if trained is not None:
@@ -147,7 +149,12 @@ def run(args: argparse.Namespace) -> int:
         f"Two 42x42 RTS digits as two channels, 19 classes (the sum). Budget `{args.budget}`: {config.iterations} "
         f"steps of {config.batch_size} at learning rate {config.lr} on {first['train_samples']} training samples per "
         f"epoch (fresh distortions and partners each epoch), {first['test_samples']} test samples, MNIST source "
-        f"`{first['source']}`, seed {config.seed}. Always predicting the most frequent sum (9) gives 90% error.\n\n"
+        f"`{first['source']}`, seed {config.seed}"
+        + (
+            ", inputs standardised for the localisation nets and the classifier (not the paper's)"
+            * chosen["standardize"]
+        )
+        + ". Always predicting the most frequent sum (9) gives 90% error.\n\n"
         f"{markdown_table(rows, _COLUMNS)}\n"
         + "".join(
             f"![{MODELS[k][0]}](transformers-{k}.png)\n"
@@ -155,6 +162,6 @@ def run(args: argparse.Namespace) -> int:
             if (Path(args.out) / f"transformers-{k}.png").is_file()
         )
     )
-    record = {"budget": args.budget, **config.to_dict(), **data, "results": results}
+    record = {"budget": args.budget, **config.to_dict(), **data, **chosen, "results": results}
     print(f"wrote {write_report(args.out, 'addition', text, record)}")
     return 0

@@ -1,24 +1,16 @@
-"""Co-localisation (appendix, Table 5): an attention transformer that finds the common object of a set of images.
+"""Co-localisation (appendix, Table 5): ``stn reproduce colocalization``.
 
 For one digit class at a time, 100 images of 84x84 hold one 28x28 digit of that class at a uniform random place
 (**T**), or that plus sixteen random 6x6 crops of other digits as clutter (**TC**): the data layer's ``coloc`` /
-``coloc-tc`` variants, made from the MNIST *test* split. With no labels and no boxes, the crops I_n^T that an
-attention transformer (``coloc-st``) takes should minimise the paper's hinge loss
-
-    L = sum_n sum_{m != n} max(0, ||e(I_n^T) - e(I_m^T)||² - ||e(I_n^T) - e(I_n^rand)||² + α),   α = 1,
-
-where ``I_n^rand`` is a random crop of ``I_n`` and ``e`` (``coloc-encoder``) concatenates the hidden layers and
-logits of a 28x28 digit classifier: the Table 1 CNN trained on R by the training engine in
-``<runs-dir>/encoder``, or any checkpoint given with ``--encoder``.
-
-**Not the paper's way**: SGD on L moves every crop onto empty background (why: docs/reproductions.md), so L is
-minimised one image at a time, by **best response** (:func:`best_response`) over each image's 28x28 windows on a
-``stride``-pixel grid, all starting at the image centre; the transformer is then fitted to those crops by
-regression of θ (:func:`fit_transformer`), and its crops are scored, also on 100 *held-out* images of the class.
-A digit counts as localised when the crop's box overlaps the box the digit was placed in with IoU > 0.5 (paper:
-100% on T, 75-93% on TC). ``stn reproduce colocalization`` writes ``colocalization.md`` (per class, T and TC),
-``results.json`` and ``boxes.png`` (the crops over the sweeps and the transformer's). The budgets are presets of
-the encoder's recipe (``--iterations``, ``--lr``... are the encoder's) plus the search's settings.
+``coloc-tc`` variants, made from the MNIST *test* split. :func:`stn.models.colocalization.colocalize` finds the
+common digit by best response on the paper's triplet loss (not the paper's way: SGD on it moves every crop onto
+empty background; why: docs/reproductions.md) and fits a ``coloc-st`` to the crops found, which is then scored on
+these images and on 100 *held-out* images of the class. The embedding e() concatenates the hidden layers and
+logits of a 28x28 digit classifier: the Table 1 CNN trained on R by the training engine in ``<runs-dir>/encoder``,
+or any checkpoint given with ``--encoder``. A digit counts as localised when the crop's box overlaps the box the
+digit was placed in with IoU > 0.5 (paper: 100% on T, 75-93% on TC). The command writes ``colocalization.md`` (per
+class, T and TC), ``results.json`` and ``boxes.png`` (the crops over the sweeps and the transformer's). The budgets
+are presets of the encoder's recipe (``--iterations``, ``--lr``... are the encoder's) plus the search's settings.
 
 Example (shell)::
 
@@ -29,18 +21,15 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
 from matplotlib import colormaps
-from torch import Tensor, nn
-from tqdm.auto import tqdm
+from torch import Tensor
 
-import stn
+from stn.coords import box_iou
 from stn.data import load_mnist
 from stn.data.datasets import colocalization_set
 from stn.data.specs import distorted_mnist_spec
@@ -48,35 +37,25 @@ from stn.engine.checkpoint import build_model, load_checkpoint
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import positive_int
 from stn.engine.trainer import resolve_device
-from stn.experiments._common import add_common_arguments, config_from_args, image_rows, train_run, write_report
+from stn.experiments._common import add_common_arguments, config_from_args, train_run
 from stn.experiments.table1 import make_trainer
-from stn.io import format_markdown_table
+from stn.io import format_markdown_table, write_report
 from stn.models import create_model
 from stn.models.appendix import ActivationEncoder
-from stn.models.cub import attention_boxes as window_boxes
-from stn.modules import SpatialTransformer
+from stn.models.colocalization import (
+    DIGIT_SIZE,
+    IOU_THRESHOLD,
+    ColocalizationResult,
+    colocalize,
+    crop_boxes,
+    fraction_localised,
+)
 
-__all__ = [
-    "BUDGETS",
-    "DATASETS",
-    "ColocalizationResult",
-    "add_arguments",
-    "attention_boxes",
-    "best_response",
-    "box_iou",
-    "candidate_crops",
-    "colocalize",
-    "expected_triplet_loss",
-    "fit_transformer",
-    "fraction_localised",
-    "run",
-]
+__all__ = ["BUDGETS", "DATASETS", "add_arguments", "run"]
 
 # table column -> data-layer variant
 DATASETS = {"T": "coloc", "TC": "coloc-tc"}
 PAPER = {"T": "100", "TC": "75-93"}
-DIGIT_SIZE = 28
-IOU_THRESHOLD = 0.5
 _FIGURE_IMAGES = 8
 
 
@@ -100,173 +79,6 @@ BUDGETS = {
         "the encoder 10,000 steps; all ten digits", {"iterations": 10_000}, {**_SEARCH, "digits": tuple(range(10))}
     ),
 }
-
-
-# --- boxes, candidates and the loss --------------------------------------------------------------------------
-
-
-def attention_boxes(theta: Tensor, size: Sequence[int]) -> Tensor:
-    """The input region an attention θ ``(N, 3)`` crops (:func:`stn.models.cub.attention_boxes`), as ``(N, 4)``
-    ``(x0, y0, x1, y1)`` pixel edges of an input of ``size`` ``(H, W)``."""
-    height, width = size
-    return (window_boxes(theta) + 1) * theta.new_tensor([width, height, width, height]) / 2
-
-
-def box_iou(a: Tensor, b: Tensor) -> Tensor:
-    """Intersection over union of paired boxes ``(N, 4)`` ``(x0, y0, x1, y1)``: ``(N,)``."""
-    wh = (torch.minimum(a[:, 2:], b[:, 2:]) - torch.maximum(a[:, :2], b[:, :2])).clamp(min=0)
-    inter = wh[:, 0] * wh[:, 1]
-    area = (a[:, 2:] - a[:, :2]).prod(1) + (b[:, 2:] - b[:, :2]).prod(1)
-    return inter / (area - inter).clamp(min=1e-12)
-
-
-def candidate_crops(size: int, crop: int, stride: int) -> Tensor:
-    """Attention θ ``(G, 3)`` of the ``crop``-pixel square windows of a ``size``-pixel square image whose corners
-    step by ``stride`` pixels from the top-left window, row by row (the last row and column may stop short of the
-    border); ``G = k²`` with ``k = (size - crop) // stride + 1``.
-
-    Example:
-        >>> theta = candidate_crops(84, 28, 28)  # the 3x3 tiling of an 84x84 image by 28x28 crops
-        >>> theta.shape, theta[4]  # the middle one: (scale 1/3, the image centre)
-        (torch.Size([9, 3]), tensor([0.3333, 0.0000, 0.0000]))
-        >>> attention_boxes(theta[:1], (84, 84)).round()  # the top-left one, in pixel edges
-        tensor([[ 0.,  0., 28., 28.]])
-    """
-    if not 0 < crop <= size or stride < 1:
-        raise ValueError(f"need 0 < crop <= size and stride >= 1, got size {size}, crop {crop}, stride {stride}")
-    centres = (torch.arange(0, size - crop + 1, stride) + crop / 2) * 2 / size - 1
-    ty, tx = torch.meshgrid(centres, centres, indexing="ij")
-    return torch.stack([torch.full_like(tx, crop / size), tx, ty], dim=-1).reshape(-1, 3)
-
-
-def expected_triplet_loss(close: Tensor, far: Tensor, margin: float = 1.0) -> Tensor:
-    """The paper's hinge ``max(0, ||c - p||² - ||c - r||² + margin)`` of each candidate crop ``c``, averaged over
-    every partner ``p`` and random crop ``r``, from the squared distances ``close`` ``(G, M)`` of the ``G``
-    candidates to the ``M`` partners and ``far`` ``(G, R)`` to the ``R`` random crops: ``(G,)``."""
-    return (close.unsqueeze(2) - far.unsqueeze(1) + margin).clamp(min=0).mean((1, 2))
-
-
-def best_response(
-    embeddings: Tensor, start: Tensor, margin: float = 1.0, rounds: int = 20, desc: str = "best response"
-) -> tuple[list[Tensor], list[float]]:
-    """Minimise the triplet loss over each image's candidate crops, one image at a time.
-
-    Args:
-        embeddings: ``(N, G, F)``: e() of the ``G`` candidate crops of each of ``N`` images (the random crops of
-            an image are its candidates too).
-        start: ``(N,)`` index of every image's first crop.
-        rounds: sweeps at most; a sweep in which no image changes its crop ends the search.
-
-    Returns:
-        The choice ``(N,)`` after each sweep (the start first) and the mean loss of the choices after each sweep.
-    """
-    n = len(embeddings)
-    if n < 2:
-        raise ValueError(f"co-localisation needs at least 2 images, got {n}")
-    # an image's random crops are its candidates, so its ||c - r||² are fixed: computed once
-    far = torch.cdist(embeddings, embeddings).pow(2)  # (N, G, G)
-    choice = start.clone()
-    chosen = embeddings[torch.arange(n), choice]
-    history, losses = [choice.clone()], []
-    for _ in tqdm(range(rounds), desc=desc, leave=False, dynamic_ncols=True):
-        total, changed = 0.0, False
-        for i in range(n):
-            others = torch.cat([chosen[:i], chosen[i + 1 :]])
-            loss = expected_triplet_loss(torch.cdist(embeddings[i], others).pow(2), far[i], margin)
-            best = int(loss.argmin())
-            changed |= best != int(choice[i])
-            choice[i], chosen[i] = best, embeddings[i, best]
-            total += loss[best].item()
-        history.append(choice.clone())
-        losses.append(total / n)
-        if not changed:
-            break
-    return history, losses
-
-
-@torch.no_grad()
-def _embed_candidates(images: Tensor, encoder: nn.Module, theta: Tensor, desc: str) -> Tensor:
-    """e() of every candidate crop ``theta`` ``(G, 3)`` of every image: ``(N, G, F)``."""
-    theta = theta.to(images.device)
-    out = [
-        encoder(stn.warp(image.expand(len(theta), -1, -1, -1), theta, "attention", (DIGIT_SIZE, DIGIT_SIZE)))
-        for image in tqdm(images.unsqueeze(1), desc=desc, leave=False, dynamic_ncols=True)
-    ]
-    return torch.stack(out)
-
-
-def fit_transformer(images: Tensor, theta: Tensor, steps: int, lr: float = 1e-3, seed: int = 0) -> SpatialTransformer:
-    """A ``coloc-st`` trained (Adam, full batch) to crop ``theta`` ``(N, 3)`` (one scale) out of ``images``
-    ``(N, C, H, W)`` by regression of its translation."""
-    torch.manual_seed(seed)
-    scale = theta[0, 0].item()
-    st = create_model("coloc-st", in_shape=tuple(images.shape[1:]), scale=scale).to(images.device)
-    optimizer = torch.optim.Adam(st.parameters(), lr=lr)
-    target = theta[:, 1:].to(images.device)
-    for _ in tqdm(range(steps), desc="fit transformer", leave=False, dynamic_ncols=True):
-        loss = (st.localize(images)[:, 1:] - target).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return st.eval()
-
-
-# --- one co-localisation -------------------------------------------------------------------------------------
-
-
-@dataclass
-class ColocalizationResult:
-    """``theta`` ``(N, 3)``: the trained transformer's crops, ``iou`` ``(N,)`` theirs; ``history`` ``(S, N, 3)``:
-    the best-response crops at the start and after each sweep, ``loss``: the mean triplet loss after each sweep;
-    ``transformer``: the trained ``coloc-st``."""
-
-    theta: Tensor
-    iou: Tensor
-    history: Tensor
-    loss: list[float]
-    transformer: SpatialTransformer
-
-    @property
-    def localised(self) -> float:
-        """Fraction of digits with IoU above 0.5."""
-        return fraction_localised(self.iou)
-
-
-def fraction_localised(iou: Tensor) -> float:
-    """Fraction of the IoUs ``(N,)`` above 0.5."""
-    return (iou > IOU_THRESHOLD).float().mean().item()
-
-
-def colocalize(
-    images: Tensor,
-    boxes: Tensor,
-    encoder: nn.Module,
-    *,
-    stride: int = 4,
-    rounds: int = 20,
-    margin: float = 1.0,
-    fit_steps: int = 500,
-    fit_lr: float = 1e-3,
-    seed: int = 0,
-    desc: str = "co-localise",
-) -> ColocalizationResult:
-    """Find the common object of ``images`` ``(N, 1, H, W)`` (square) by best response on the triplet loss of
-    ``encoder``'s embeddings of 28x28 crops (candidates ``stride`` px apart, at most ``rounds`` sweeps), train a
-    ``coloc-st`` to take those crops (:func:`fit_transformer`), and score its crops against ``boxes`` ``(N, 4)``
-    (used for nothing else)."""
-    if images.dim() != 4 or images.shape[-1] != images.shape[-2] or images.shape[-1] < DIGIT_SIZE:
-        raise ValueError(f"images must be square, (N, C, S, S) with S >= {DIGIT_SIZE}, got {tuple(images.shape)}")
-    candidates = candidate_crops(images.shape[-1], DIGIT_SIZE, stride)
-    embeddings = _embed_candidates(images, encoder, candidates, desc=f"{desc}: embed crops")
-    centre = int(candidates[:, 1:].abs().sum(1).argmin())  # the crop nearest the image centre
-    start = torch.full((len(images),), centre)
-    history, losses = best_response(embeddings, start, margin, rounds, desc=f"{desc}: sweeps")
-    found = candidates[history[-1]]
-    st = fit_transformer(images, found, fit_steps, fit_lr, seed)
-    with torch.no_grad():
-        theta = st.localize(images).cpu()
-    iou = box_iou(attention_boxes(theta, images.shape[-2:]), boxes.cpu())
-    return ColocalizationResult(theta, iou, candidates[torch.stack(history)], losses, st)
 
 
 # --- the experiment ------------------------------------------------------------------------------------------
@@ -339,12 +151,14 @@ def _plot_boxes(
     for name, (images, truth, result, held_images, held_truth, held_theta) in runs.items():
         k = min(_FIGURE_IMAGES, len(images), len(held_images))
         size, last = images.shape[-2:], max(len(result.history) - 1, 1)
-        sweeps = [(attention_boxes(t[:k], size), colormaps["autumn"](i / last)) for i, t in enumerate(result.history)]
-        final, held = attention_boxes(result.theta[:k], size), attention_boxes(held_theta[:k], size)
+        sweeps = [(crop_boxes(t[:k], size), colormaps["autumn"](i / last)) for i, t in enumerate(result.history)]
+        final, held = crop_boxes(result.theta[:k], size), crop_boxes(held_theta[:k], size)
         add_row(f"{name}: digit {digit}", images[:k], [(truth, "lime"), *sweeps, (final, "cyan")])
         add_row(f"{name}: held out", held_images[:k], [(held_truth, "lime"), (held, "cyan")])
     title = "truth green; best-response crops by sweep red -> yellow; the trained transformer's crop cyan"
-    return image_rows(rows, path, title=title, boxes=boxes)
+    from stn.viz import plot_image_rows  # here: matplotlib stays out of the command line's start-up
+
+    return plot_image_rows(rows, path, title=title, boxes=boxes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -374,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
             )
             with torch.no_grad():
                 held_theta = result.transformer.localize(images[n:].to(device)).cpu()
-            held_iou = box_iou(attention_boxes(held_theta, images.shape[-2:]), boxes[n:])
+            held_iou = box_iou(crop_boxes(held_theta, images.shape[-2:]), boxes[n:])
             runs[name] = (images[:n], boxes[:n], result, images[n:], boxes[n:], held_theta)
             score = scores.setdefault(digit, {})[name] = {
                 "localised_percent": 100 * result.localised,

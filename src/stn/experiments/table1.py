@@ -28,15 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stn.engine.config import Preset
-from stn.engine.options import add_data_options, name_list, positive_int
+from stn.engine.options import add_data_options, add_standardize_option, model_options, name_list, positive_int
 from stn.experiments._common import (
     add_common_arguments,
     config_from_args,
-    markdown_table,
     spec_trainer,
     train_run,
-    write_report,
 )
+from stn.io import markdown_table, write_report
 
 if TYPE_CHECKING:
     from stn.engine.config import TrainConfig
@@ -83,6 +82,7 @@ _PAPER_ITERATIONS = 150_000
 _FIGURES = ("curves", "transformations")
 # what _command writes itself, or leaves out (not part of the recipe)
 _NOT_IN_COMMAND = {"command", "experiment", "func", "data", "models", "budget", "quiet", "download"}
+_NEGATABLE = {"nesterov"}  # False means --no-nesterov was given (None: not given)
 # The table of runs: header -> cell of a run's summary.json and its row label, column, minutes, error (%), figures
 _RUN_COLUMNS = {
     "Model": "{label}",
@@ -148,6 +148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-train", type=positive_int, default=None, help="train on a fixed subset of N digits")
     parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
     add_data_options(parser)
+    add_standardize_option(parser)
 
 
 def make_trainer(
@@ -279,7 +280,8 @@ def _command(args: argparse.Namespace) -> str:
         if key in _NOT_IN_COMMAND or value in (None, "auto") or (key, value) == ("seeds", 1):
             continue
         if isinstance(value, bool):
-            parts.append(flag if value else f"--no-{flag[2:]}")
+            if value or key in _NEGATABLE:
+                parts.append(flag if value else f"--no-{flag[2:]}")
         else:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
@@ -302,8 +304,19 @@ def run(args: argparse.Namespace) -> int:
         spec = distorted_mnist_spec(
             variant, seed=seed, num_train=args.num_train, num_test=args.num_test, root=args.data_dir
         )
-        make = partial(make_trainer, variant, model, config, run_dir, resume=True, progress=not args.quiet, **data)
-        trained = train_run(label, run_dir, config, spec, make)
+        options = model_options(args)
+        make = partial(
+            make_trainer,
+            variant,
+            model,
+            config,
+            run_dir,
+            model_options=options,
+            resume=True,
+            progress=not args.quiet,
+            **data,
+        )
+        trained = train_run(label, run_dir, config, spec, make, options)
         if trained is None:
             continue
         write_table(out, args.data, command)

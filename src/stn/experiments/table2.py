@@ -30,7 +30,8 @@ from typing import Any
 
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import option_type
-from stn.experiments._common import add_common_arguments, config_from_args, spec_trainer, train_run, write_report
+from stn.experiments._common import add_common_arguments, config_from_args, spec_trainer, train_run
+from stn.io import write_report
 
 __all__ = ["BUDGETS", "MODELS", "PAPER", "add_arguments", "make_trainer", "run", "write_table"]
 

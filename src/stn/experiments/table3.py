@@ -34,8 +34,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader, Dataset
 
 from stn.data.specs import build, cub_spec
 from stn.engine.callbacks import default_callbacks
@@ -43,10 +41,10 @@ from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import option_type, positive_int
 from stn.engine.tasks import ClassificationTask
 from stn.engine.trainer import Trainer, read_summary, run_status
-from stn.experiments._common import add_common_arguments, config_from_args, spec_trainer, trained_model, write_report
-from stn.io import atomic_path, format_markdown_table, write_text_atomic
+from stn.experiments._common import add_common_arguments, config_from_args, spec_trainer, trained_model
+from stn.io import format_markdown_table, write_report, write_text_atomic
 from stn.models import create_model
-from stn.models.cub import attention_boxes
+from stn.models.cub import attention_boxes, attention_stats, attention_theta
 from stn.models.registry import model_spec
 
 __all__ = [
@@ -54,9 +52,6 @@ __all__ = [
     "RUNS",
     "Run",
     "add_arguments",
-    "attention_stats",
-    "attention_theta",
-    "draw_attention",
     "make_trainer",
     "run",
     "write_table",
@@ -155,15 +150,6 @@ def make_trainer(
     )
 
 
-@torch.no_grad()
-def attention_theta(model: nn.Module, test_set: Dataset, batch_size: int, num_workers: int = 0) -> Tensor:
-    """The attention θ ``(N, T, 3)`` of an ST-CNN on every image of ``test_set`` (on the model's device)."""
-    device = next(model.parameters()).device
-    model.eval()
-    loader = DataLoader(test_set, batch_size, num_workers=num_workers)
-    return torch.cat([model(x.to(device), return_theta=True)[1].cpu() for x, _ in loader])
-
-
 def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[str, Any] | int | None:
     """Train (or resume) and score row ``key``: its result (``<out>/<key>/result.json``, read when there and the
     run in ``<runs-dir>/<key>`` finished with the same recipe and data), the exit code of an interrupted run, or
@@ -203,7 +189,9 @@ def _run_row(key: str, args: argparse.Namespace, config: TrainConfig) -> dict[st
         result.update(attention_stats(theta, test_set.boxes))
         shown = torch.linspace(0, len(test_set) - 1, min(args.figure_images, len(test_set))).round().long()
         images = torch.stack([test_set[int(i)][0] for i in shown])
-        draw_attention(
+        from stn.viz import plot_attention_windows  # here: matplotlib stays out of the start-up
+
+        plot_attention_windows(
             images, test_set.boxes[shown], attention_boxes(theta[shown]), result_path.with_name("attention.png")
         )
     write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
@@ -258,65 +246,3 @@ def write_table(out: str | Path) -> Path:
         + "".join(f"\n{f}" for f in figures)
     )
     return write_report(out, "table3", text)
-
-
-# --- attention boxes (pure functions and the figure) -----------------------------------------------------------
-
-
-def attention_stats(theta: Tensor, boxes: Tensor) -> dict[str, float | list[float]]:
-    """How the attention windows of θ ``(N, T, 3)`` sit on the ground-truth boxes ``(N, 4)`` (normalised
-    ``(x0, y0, x1, y1)``): ``centre_in_box`` (share of windows whose centre is in the box), ``window_on_box``
-    (mean share of a window's area inside the box), and both per transformer (``..._per_transformer``).
-
-    Example:
-        >>> window = torch.tensor([[[0.5, 0.0, 0.0]]])  # one transformer reading [-0.5, 0.5]²
-        >>> stats = attention_stats(window, torch.tensor([[-1.0, -1.0, 0.0, 0.0]]))  # the top-left quarter
-        >>> stats["centre_in_box"], stats["window_on_box"]
-        (1.0, 0.25)
-    """
-    windows = attention_boxes(theta)  # (N, T, 4)
-    box = boxes[:, None, :]
-    cx, cy = theta[..., 1], theta[..., 2]
-    centre = ((cx >= box[..., 0]) & (cx <= box[..., 2]) & (cy >= box[..., 1]) & (cy <= box[..., 3])).float()
-    width = (torch.minimum(windows[..., 2], box[..., 2]) - torch.maximum(windows[..., 0], box[..., 0])).clamp_min(0)
-    height = (torch.minimum(windows[..., 3], box[..., 3]) - torch.maximum(windows[..., 1], box[..., 1])).clamp_min(0)
-    area = (windows[..., 2] - windows[..., 0]) * (windows[..., 3] - windows[..., 1])
-    covered = width * height / area
-    return {
-        "centre_in_box": centre.mean().item(),
-        "window_on_box": covered.mean().item(),
-        "centre_in_box_per_transformer": centre.mean(0).tolist(),
-        "window_on_box_per_transformer": covered.mean(0).tolist(),
-    }
-
-
-def draw_attention(images: Tensor, boxes: Tensor, windows: Tensor, path: str | Path, columns: int = 4) -> Path:
-    """A PNG grid of ``images`` ``(K, 3, H, W)`` in [0, 1] with their boxes ``(K, 4)`` dashed white and the
-    windows ``(K, T, 4)`` of each transformer in its own colour (all boxes normalised ``(x0, y0, x1, y1)``)."""
-    import matplotlib  # here, so that building the ``stn`` parser stays fast
-    from matplotlib.figure import Figure
-    from matplotlib.patches import Rectangle
-
-    count = len(images)
-    columns = max(1, min(columns, count))
-    rows = -(-count // columns)
-    fig = Figure(figsize=(3 * columns, 3 * rows))
-    axes = fig.subplots(rows, columns, squeeze=False)
-    colours = matplotlib.colormaps["tab10"].colors
-    for ax in axes.flat:
-        ax.axis("off")
-    for k in range(count):
-        ax = axes.flat[k]
-        ax.imshow(images[k].permute(1, 2, 0).clamp(0, 1).numpy(), extent=(-1, 1, 1, -1))
-        for t, (x0, y0, x1, y1) in enumerate(windows[k].tolist()):
-            ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=2, ec=colours[t % len(colours)]))
-        x0, y0, x1, y1 = boxes[k].tolist()
-        ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, lw=1.5, ec="white", ls="--"))
-        ax.set_xlim(-1.05, 1.05)
-        ax.set_ylim(1.05, -1.05)
-    fig.suptitle("attention windows (one colour per transformer) and the bird's box (dashed)", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=80)
-    return path

@@ -37,12 +37,10 @@ from stn.engine.trainer import Trainer, read_summary
 from stn.experiments._common import (
     add_common_arguments,
     config_from_args,
-    image_rows,
-    markdown_table,
     spec_trainer,
     trained_model,
-    write_report,
 )
+from stn.io import markdown_table, write_report
 from stn.models import create_model
 
 __all__ = ["BUDGETS", "MODELS", "add_arguments", "make_trainer", "plot_projections", "run"]
@@ -108,7 +106,9 @@ def plot_projections(models: dict[str, nn.Module], data: PosedVolumes, path: str
         model.eval()
         volumes, labels = data.epoch_tensors(0, next(model.parameters()).device)
         rows.append((key, model.transformer(volumes[:count]).cpu()[:, 0]))
-    return image_rows(rows, path, title=f"3-D transformer: test digits {labels[:count].tolist()}")
+    from stn.viz import plot_image_rows  # here: matplotlib stays out of the command line's start-up
+
+    return plot_image_rows(rows, path, title=f"3-D transformer: test digits {labels[:count].tolist()}")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -35,6 +35,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 
 import torch
@@ -46,6 +47,7 @@ from stn.models.mnist import (
     DEFAULT_TARGET_PARAMS,
     TRANSFORMS,
     DigitClassifier,
+    Standardize,
     cnn_classifier,
     count_parameters,
     fcn_classifier,
@@ -97,6 +99,7 @@ def addition_model(
     num_classes: int = ADDITION_CLASSES,
     target_params: int = DEFAULT_TARGET_PARAMS,
     width: int | None = None,
+    standardize: bool = False,
 ) -> DigitClassifier:
     """Build a Table 4 model.
 
@@ -107,6 +110,8 @@ def addition_model(
         num_classes: 19 sums.
         target_params: total parameters the classifier width is solved for (ignored when ``width`` is given).
         width: the FCN's hidden units / the CNN's second-layer filters.
+        standardize: :class:`~stn.models.mnist.Standardize` in front of every localisation net and the classifier
+            (as in :func:`~stn.models.mnist.mnist_model`; off in the paper's models).
 
     Shapes: ``(B, C, H, W) -> (B, num_classes)``.
     """
@@ -120,6 +125,7 @@ def addition_model(
             num_classes=num_classes,
             target_params=target_params,
             width=width,
+            standardize=standardize,
         )
     if kind != "2xst-fcn":
         raise ValueError(f"kind must be 'fcn', 'cnn', 'st-fcn' or '2xst-fcn', got {kind!r}")
@@ -127,12 +133,17 @@ def addition_model(
         raise ValueError("'2xst-fcn' needs a transform: 'aff', 'proj' or 'tps'")
     c, h, w = (int(s) for s in in_shape)
     nets = [FCLocalization((c, h, w), hidden=(32, 32)) for _ in range(2)]
+    if standardize:
+        nets = [nn.Sequential(Standardize(), net) for net in nets]
     transformer = ParallelSpatialTransformer(nets, 2, _transform(transform), concat=True)
     cls_shape = (2 * c, h // 2, w // 2)
     if width is None:
         budget = target_params - count_parameters(transformer)
         width = solve_width(lambda n: fcn_classifier(cls_shape, num_classes, n), budget)
-    return DigitClassifier(fcn_classifier(cls_shape, num_classes, width), transformer, 2, in_shape=(c, h, w))
+    classifier = fcn_classifier(cls_shape, num_classes, width)
+    if standardize:
+        classifier = nn.Sequential(Standardize(), classifier)
+    return DigitClassifier(classifier, transformer, 2, in_shape=(c, h, w))
 
 
 def _register_addition(kind: str, transform: str | None) -> None:
@@ -142,6 +153,9 @@ def _register_addition(kind: str, transform: str | None) -> None:
         return addition_model(kind, transform, **kwargs)
 
     factory.__doc__ = f"The MNIST-addition {name[4:].upper()} (see :func:`addition_model` for the keywords)."
+    # addition_model's keyword arguments, so that create_model records their defaults in checkpoints too
+    parameters = list(inspect.signature(addition_model).parameters.values())[2:]
+    factory.__signature__ = inspect.signature(addition_model).replace(parameters=parameters)
     register_model(name)(factory)
 
 

@@ -33,7 +33,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
 
+from stn.coords import box_intersection
 from stn.models.registry import register_model
 from stn.modules import ParallelSpatialTransformer
 
@@ -45,6 +47,8 @@ __all__ = [
     "ResNet18",
     "TinyBackbone",
     "attention_boxes",
+    "attention_stats",
+    "attention_theta",
     "build_backbone",
     "cub_cnn",
     "cub_st_cnn",
@@ -288,3 +292,38 @@ def attention_boxes(theta: Tensor) -> Tensor:
     """
     s, tx, ty = theta.unbind(-1)
     return torch.stack([tx - s, ty - s, tx + s, ty + s], dim=-1)
+
+
+def attention_stats(theta: Tensor, boxes: Tensor) -> dict[str, float | list[float]]:
+    """How the attention windows of θ ``(N, T, 3)`` sit on the ground-truth boxes ``(N, 4)`` (normalised
+    ``(x0, y0, x1, y1)``): ``centre_in_box`` (share of windows whose centre is in the box), ``window_on_box``
+    (mean share of a window's area inside the box), and both per transformer (``..._per_transformer``).
+
+    Example:
+        >>> import torch
+        >>> from stn.models.cub import attention_stats
+        >>> window = torch.tensor([[[0.5, 0.0, 0.0]]])  # one transformer reading [-0.5, 0.5]²
+        >>> stats = attention_stats(window, torch.tensor([[-1.0, -1.0, 0.0, 0.0]]))  # the top-left quarter
+        >>> stats["centre_in_box"], stats["window_on_box"]
+        (1.0, 0.25)
+    """
+    box = boxes[:, None, :]
+    cx, cy = theta[..., 1], theta[..., 2]
+    centre = ((cx >= box[..., 0]) & (cx <= box[..., 2]) & (cy >= box[..., 1]) & (cy <= box[..., 3])).float()
+    covered = box_intersection(attention_boxes(theta), box) / (2 * theta[..., 0]).square()  # (N, T)
+    return {
+        "centre_in_box": centre.mean().item(),
+        "window_on_box": covered.mean().item(),
+        "centre_in_box_per_transformer": centre.mean(0).tolist(),
+        "window_on_box_per_transformer": covered.mean(0).tolist(),
+    }
+
+
+@torch.no_grad()
+def attention_theta(model: CUBClassifier, images: Dataset, batch_size: int, num_workers: int = 0) -> Tensor:
+    """The attention θ ``(N, T, 3)`` of an ST-CNN on every ``(image, label)`` of ``images`` (run on the model's
+    device; returned on the CPU)."""
+    device = next(model.parameters()).device
+    model.eval()
+    loader = DataLoader(images, batch_size, num_workers=num_workers)
+    return torch.cat([model(x.to(device), return_theta=True)[1].cpu() for x, _ in loader])
