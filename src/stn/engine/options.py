@@ -242,6 +242,7 @@ def add_standardize_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--standardize",
         action="store_true",
+        default=None,  # like every flag of the recipe: None when not given, so False can only mean --no-<flag>
         help="standardise what the localisation nets and the classifier see (the sampler keeps raw pixels); not "
         "the paper's models, but the FCN family needs it to learn at a useful rate (results/fcn-study)",
     )

@@ -82,7 +82,6 @@ _PAPER_ITERATIONS = 150_000
 _FIGURES = ("curves", "transformations")
 # what _command writes itself, or leaves out (not part of the recipe)
 _NOT_IN_COMMAND = {"command", "experiment", "func", "data", "models", "budget", "quiet", "download"}
-_NEGATABLE = {"nesterov"}  # False means --no-nesterov was given (None: not given)
 # The table of runs: header -> cell of a run's summary.json and its row label, column, minutes, error (%), figures
 _RUN_COLUMNS = {
     "Model": "{label}",
@@ -279,9 +278,8 @@ def _command(args: argparse.Namespace) -> str:
         flag = f"--{key.replace('_', '-')}"
         if key in _NOT_IN_COMMAND or value in (None, "auto") or (key, value) == ("seeds", 1):
             continue
-        if isinstance(value, bool):
-            if value or key in _NEGATABLE:
-                parts.append(flag if value else f"--no-{flag[2:]}")
+        if isinstance(value, bool):  # flags are None unless given: False is --no-<flag>
+            parts.append(flag if value else f"--no-{flag[2:]}")
         else:
             parts.append(f"{flag} {value}")
     return " ".join(parts)
@@ -293,7 +291,9 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/table1-{args.budget}")
     models = [m for m in RUN_ORDER if m in args.models]
-    jobs = [(v, m, s) for v in args.data for m in models for s in range(args.seed or 0, (args.seed or 0) + args.seeds)]
+    first = args.seed or 0
+    jobs = [(v, m, s) for v in args.data for m in models for s in range(first, first + args.seeds)]
+    options = model_options(args)
     command = _command(args)
     started = time.perf_counter()
     for k, (variant, model, seed) in enumerate(jobs, 1):
@@ -304,7 +304,6 @@ def run(args: argparse.Namespace) -> int:
         spec = distorted_mnist_spec(
             variant, seed=seed, num_train=args.num_train, num_test=args.num_test, root=args.data_dir
         )
-        options = model_options(args)
         make = partial(
             make_trainer,
             variant,
