@@ -134,6 +134,19 @@ def test_resume_with_another_recipe_is_refused_and_the_rule_says_what_is_done(tm
         trainer(tmp_path, epochs=1)
 
 
+def test_a_finished_run_without_its_checkpoint_is_done_and_never_overwritten(tmp_path: Path) -> None:
+    trainer(tmp_path, epochs=1).fit()
+    (tmp_path / "checkpoint.pt").unlink()  # as in a results folder from git
+    summary = (tmp_path / "summary.json").read_text()
+    config = TrainConfig(epochs=1, batch_size=16, lr=0.05, device="cpu", theta_samples=4)
+    assert run_status(tmp_path, config) == "done"
+    assert run_status(tmp_path, config.replace(epochs=2)) == "resume"  # longer: needs the checkpoint...
+    for resume in (True, False):
+        with pytest.raises(FileExistsError, match=r"finished run whose checkpoint\.pt is gone"):
+            trainer(tmp_path, resume=resume, epochs=2)  # ...which is gone: refused, not retrained from step 0
+    assert (tmp_path / "summary.json").read_text() == summary
+
+
 def test_stale_temporary_files_are_removed_when_a_run_starts(tmp_path: Path) -> None:
     stale = tmp_path / ".checkpoint.pt.999999999.tmp"
     tmp_path.mkdir(exist_ok=True)

@@ -90,6 +90,10 @@ def test_smoke_run_on_real_cub_images(cub_root, tmp_path, monkeypatch):
     again = json.loads((out / "2x-224" / "result.json").read_text())
     assert again.keys() == results["2x-224"].keys() and again["accuracy"] == results["2x-224"]["accuracy"]
     assert again["window_on_box"] == pytest.approx(results["2x-224"]["window_on_box"], abs=1e-5)
+    (out / "2x-224" / "result.json").unlink()
+    (out / "runs" / "2x-224" / "checkpoint.pt").unlink()  # as results folders in git keep them: said, not retrained
+    with pytest.raises(FileNotFoundError, match=r"2x-224.*keeps no checkpoint\.pt.*delete the folder"):
+        table3.run(parse(*argv))
 
 
 def test_interrupted_run_resumes_to_the_same_weights_and_eval_reproduces_it(cub_root, tmp_path, monkeypatch, capsys):

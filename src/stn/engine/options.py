@@ -34,8 +34,8 @@ __all__ = [
     "add_standardize_option",
     "add_training_options",
     "check",
+    "chosen_model_options",
     "default_text",
-    "model_options",
     "name_list",
     "option_type",
     "output_file",
@@ -238,7 +238,8 @@ def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, 
 
 
 def add_standardize_option(parser: argparse.ArgumentParser) -> None:
-    """``--standardize``: the MNIST models' ``standardize`` factory argument (read with :func:`model_options`)."""
+    """``--standardize``: the MNIST models' ``standardize`` factory argument (read with
+    :func:`chosen_model_options`)."""
     parser.add_argument(
         "--standardize",
         action="store_true",
@@ -248,6 +249,6 @@ def add_standardize_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def model_options(args: argparse.Namespace) -> dict[str, Any]:
+def chosen_model_options(args: argparse.Namespace) -> dict[str, Any]:
     """The factory arguments chosen on the command line (:func:`add_standardize_option`)."""
     return {"standardize": bool(getattr(args, "standardize", False))}

@@ -255,18 +255,19 @@ def run_status(
     data_spec: Mapping[str, Any] | None = None,
     model_options: Mapping[str, Any] | None = None,
 ) -> str:
-    """The one rule for a run folder: ``"new"`` (no checkpoint), ``"done"`` (a finished run of the same recipe,
-    data, length and ``model_options``, the factory arguments the caller chose: nothing to do) or ``"resume"``
-    (anything else; the :class:`Trainer` then refuses, with :class:`CheckpointError`, a checkpoint made with
-    another model, task, recipe or data).
+    """The one rule for a run folder: ``"new"`` (neither a checkpoint nor a finished run), ``"done"`` (a finished
+    run, its ``summary.json``, of the same recipe, data, length and ``model_options``, the factory arguments the
+    caller chose: nothing to do) or ``"resume"`` (anything else; the :class:`Trainer` then refuses, with
+    :class:`CheckpointError`, a checkpoint made with another model, task, recipe or data, and with
+    ``FileExistsError`` a finished run whose checkpoint is gone).
 
-    ``config.json`` is read, so a damaged one raises ``ValueError`` naming it.
+    A finished run stays ``"done"`` without its ``checkpoint.pt`` (the results folders in git keep none), so
+    running a results command again never retrains and overwrites it. ``config.json`` is read, so a damaged one
+    raises ``ValueError`` naming it.
     """
     run_dir = Path(run_dir)
-    if not (run_dir / CHECKPOINT_FILE).is_file():
-        return "new"
     if not (run_dir / SUMMARY_FILE).is_file():
-        return "resume"
+        return "resume" if (run_dir / CHECKPOINT_FILE).is_file() else "new"
     saved = read_run_config(run_dir)
     same_recipe = not TrainConfig.from_dict(saved["config"]).differences(
         config, ignore=RESUMABLE_FIELDS - {"epochs", "iterations"}
@@ -496,6 +497,11 @@ class Trainer:
 
     def _restore(self, resume: bool) -> None:
         if not self.checkpoint_path.exists():
+            if (self.run_dir / SUMMARY_FILE).is_file():  # a finished run kept without its checkpoint (results/)
+                raise FileExistsError(
+                    f"{self.run_dir} holds a finished run whose {CHECKPOINT_FILE} is gone, so it can be neither "
+                    "continued nor replaced in place; choose another --out, or delete the folder to train it afresh"
+                )
             return
         if not resume:
             raise FileExistsError(

@@ -26,7 +26,7 @@ import torch
 
 from stn.data.specs import distorted_mnist_spec
 from stn.engine.config import Preset
-from stn.engine.options import add_standardize_option, model_options, positive_int
+from stn.engine.options import add_standardize_option, chosen_model_options, positive_int
 from stn.engine.trainer import Trainer, read_summary
 from stn.experiments._common import (
     add_common_arguments,
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(BUDGETS, args)
     data = {k: budget.data[k] if getattr(args, k) is None else getattr(args, k) for k in ("num_train", "num_test")}
     spec = distorted_mnist_spec("addition", seed=config.seed, **data)
-    chosen = model_options(args)
+    chosen = chosen_model_options(args)
     options = {"resume": True, "progress": not args.quiet, "data_dir": args.data_dir, "model_options": chosen, **data}
     summaries = {}
     for key in args.models:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from stn.engine.config import Preset
-from stn.engine.options import add_data_options, add_standardize_option, model_options, name_list, positive_int
+from stn.engine.options import add_data_options, add_standardize_option, chosen_model_options, name_list, positive_int
 from stn.experiments._common import (
     add_common_arguments,
     config_from_args,
@@ -293,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
     models = [m for m in RUN_ORDER if m in args.models]
     first = args.seed or 0
     jobs = [(v, m, s) for v in args.data for m in models for s in range(first, first + args.seeds)]
-    options = model_options(args)
+    options = chosen_model_options(args)
     command = _command(args)
     started = time.perf_counter()
     for k, (variant, model, seed) in enumerate(jobs, 1):
