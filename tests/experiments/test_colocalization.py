@@ -92,6 +92,9 @@ def test_quick_run_end_to_end_writes_table_results_and_figure(tiny_mnist: Path, 
     assert colocalization.run(_args(tiny_mnist, out, "--datasets", "T")) == 0  # reuses the trained encoder
     assert encoder.stat().st_mtime_ns == stamp
     assert "TC ours" not in (out / "colocalization.md").read_text()
+    encoder.unlink()  # as results folders in git keep none: said, not retrained
+    with pytest.raises(FileNotFoundError, match=r"encoder: the finished run .* keeps no checkpoint\.pt"):
+        colocalization.run(_args(tiny_mnist, out, "--datasets", "T"))
 
 
 def test_an_encoder_checkpoint_for_other_image_sizes_is_refused(tiny_mnist: Path, tmp_path: Path) -> None:

@@ -122,17 +122,29 @@ def trained_model(
 ) -> nn.Module | int | None:
     """The model of :func:`train_run`'s run (loaded from its checkpoint when it had finished before), 128 + the
     signal that interrupted it, or None in the other processes of a data-parallel run (the main one reports)."""
-    from stn.engine.checkpoint import CHECKPOINT_FILE, load_model
+    from stn.engine.checkpoint import load_model
     from stn.engine.trainer import resolve_device
 
     trained = train_run(label, run_dir, config, spec, make)
     if isinstance(trained, int):
         return trained
     if trained is None:
-        if not (run_dir / CHECKPOINT_FILE).is_file():
-            raise FileNotFoundError(
-                f"{label}: the finished run in {run_dir} keeps no {CHECKPOINT_FILE} (results folders in git carry "
-                "none), and this experiment needs the trained model; delete the folder to train it again"
-            )
-        return load_model(run_dir, resolve_device(config.device))[0]
+        return load_model(finished_checkpoint(label, run_dir), resolve_device(config.device))[0]
     return trained.model if trained.ctx.is_main else None
+
+
+def finished_checkpoint(label: str, run_dir: Path) -> Path:
+    """The checkpoint file of the finished run in ``run_dir``, which an experiment needs for the trained model.
+
+    Raises:
+        FileNotFoundError: the run keeps none (results folders in git carry none), said with what to do.
+    """
+    from stn.engine.checkpoint import CHECKPOINT_FILE
+
+    path = run_dir / CHECKPOINT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{label}: the finished run in {run_dir} keeps no {CHECKPOINT_FILE} (results folders in git carry "
+            "none), and this experiment needs the trained model; delete the folder to train it again"
+        )
+    return path

@@ -37,7 +37,7 @@ from stn.engine.checkpoint import build_model, load_checkpoint
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import positive_int
 from stn.engine.trainer import resolve_device
-from stn.experiments._common import add_common_arguments, config_from_args, train_run
+from stn.experiments._common import add_common_arguments, config_from_args, finished_checkpoint, train_run
 from stn.experiments.table1 import make_trainer
 from stn.io import format_markdown_table, write_report
 from stn.models import create_model
@@ -122,6 +122,7 @@ def _encoder(args: argparse.Namespace, config: TrainConfig) -> tuple[ActivationE
         make = partial(make_trainer, "r", "cnn", config, path, **options)
         if isinstance(train_run("encoder", path, config, spec, make), int):
             raise KeyboardInterrupt("the encoder's training was interrupted; run the command again to resume")
+        path = finished_checkpoint("encoder", path)
     checkpoint = load_checkpoint(path)
     if tuple(checkpoint["model_kwargs"]["in_shape"])[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
         raise ValueError(f"{path}: the encoder must take 28x28 digits, got {checkpoint['model_kwargs']}")
