@@ -123,6 +123,18 @@ def test_table1_learning_rate_follows_the_budget_unless_given(
     assert ("--lr" in command) == ("--lr" in extra)
 
 
+def test_table1_epochs_given_replace_the_budgets_steps(tiny_mnist: Path, tmp_path: Path) -> None:
+    # The long budget is counted in steps; --epochs 2 must train 2 epochs, not the budget's 14,063 steps.
+    args = ["reproduce", "table1", "--data", "R", "--models", "fcn", "--budget", "long", "--epochs", "2",
+            "--batch-size", "8", "--num-train", "16", "--num-test", "8", "--data-dir", str(tiny_mnist),
+            "--out", str(tmp_path), "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    run = tmp_path / "r" / "fcn" / "seed0"
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert (config["epochs"], config["iterations"], config["schedule"]) == (2, None, "cosine")
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+
+
 def test_table1_help_shows_each_budgets_own_learning_rate_and_steps(capsys: pytest.CaptureFixture[str]) -> None:
     from stn.experiments.table1 import BUDGETS
 
@@ -133,6 +145,7 @@ def test_table1_help_shows_each_budgets_own_learning_rate_and_steps(capsys: pyte
         assert f"{budget.iterations:,} steps of {budget.batch_size} at lr {budget.lr:g}" in text, name
     lrs = ", ".join(f"{name} {budget.lr:g}" for name, budget in BUDGETS.items())
     assert f"base learning rate (default: {lrs})" in text
+    assert "replacing the budget's length (default none: --iterations sets the length)" in text
     assert BUDGETS["quick"].lr != BUDGETS["paper"].lr  # the help would hide nothing otherwise
 
 

@@ -65,6 +65,10 @@ def test_presets_override_the_defaults_and_expose_their_values() -> None:
     assert (quick.lr, quick.num_test, quick.momentum) == (0.03, 500, 0.9)
     with pytest.raises(ValueError, match="lr"):
         Preset("bad", {"lr": -1.0}).config()
+    # A length asked for in epochs replaces the preset's steps; steps asked for win over both.
+    assert (quick.config(epochs=3).epochs, quick.config(epochs=3).iterations) == (3, None)
+    assert quick.config(epochs=3, iterations=7).iterations == 7
+    assert quick.config(epochs=None).iterations == 100
 
 
 def test_the_command_line_and_the_config_share_one_rule() -> None:

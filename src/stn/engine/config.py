@@ -11,6 +11,8 @@ Example:
     >>> QUICK = Preset("1,000 steps at lr 0.03", {"iterations": 1000, "lr": 0.03})
     >>> QUICK.config(batch_size=64).lr
     0.03
+    >>> QUICK.config(epochs=3).iterations is None  # a length asked for replaces the budget's
+    True
 """
 
 from __future__ import annotations
@@ -145,8 +147,16 @@ class Preset:
     data: dict[str, Any] = field(default_factory=dict)
 
     def config(self, **overrides: Any) -> TrainConfig:
-        """The preset's :class:`TrainConfig` with ``overrides`` (``None`` values ignored)."""
-        return TrainConfig(**self.train).replace(**overrides)
+        """The preset's :class:`TrainConfig` with ``overrides`` (``None`` values ignored).
+
+        A length given as ``epochs`` (without ``iterations``) replaces the preset's length, however the preset
+        spells it: ``--epochs 90`` on a budget of 14,063 iterations trains 90 epochs, rather than the preset's
+        iterations silently overriding what was asked for.
+        """
+        train = dict(self.train)
+        if overrides.get("epochs") is not None and overrides.get("iterations") is None:
+            train.pop("iterations", None)
+        return TrainConfig(**train).replace(**overrides)
 
     def __getattr__(self, name: str) -> Any:
         """A setting of the preset: ``preset.lr`` is ``preset.config().lr``, ``preset.num_test`` is

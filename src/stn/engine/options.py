@@ -191,6 +191,9 @@ def default_text(presets: Mapping[str, Any], name: str) -> str:
         'default: quick 0.03, paper 0.01'
     """
     values = {key: getattr(p, name) for key, p in presets.items()}
+    if name == "epochs":  # a budget counted in steps has no epoch count: its length is --iterations'
+        by_steps = "none: --iterations sets the length"
+        values = {key: by_steps if presets[key].iterations is not None else v for key, v in values.items()}
     shown = {key: _shown(v) for key, v in values.items()}
     if len(set(shown.values())) == 1:
         return f"default {next(iter(shown.values()))}"
@@ -212,7 +215,7 @@ def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, 
 
     if length:
         option("--iterations", "iterations", "total optimiser steps, overriding --epochs")
-        option("--epochs", "epochs", "passes over the training set")
+        option("--epochs", "epochs", "passes over the training set, replacing the budget's length")
     option("--batch-size", "batch_size", "global batch size")
     option("--lr", "lr", "base learning rate")
     option("--momentum", "momentum", "SGD momentum (0 = plain SGD)")
