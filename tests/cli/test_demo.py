@@ -50,3 +50,15 @@ def test_demo_fixes_the_thread_count_and_reuses_finished_runs(
     assert second.count("finished before, reused") == 2 and "training" not in second
     errors = [line.split("%")[0].split()[-1] for line in first.splitlines() if "paper, 150,000" in line]
     assert errors == [line.split("%")[0].split()[-1] for line in second.splitlines() if "paper, 150,000" in line]
+
+
+def test_demo_over_a_finished_run_without_its_checkpoint_says_so_in_one_line(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = ["demo", "--iterations", "1", "--batch-size", "8", "--data-dir", str(tiny_mnist), "--out", str(tmp_path)]
+    assert main([*args, "--quiet"]) == 0
+    (tmp_path / "st-cnn-aff" / "checkpoint.pt").unlink()  # as in a results folder kept in git
+    capsys.readouterr()
+    assert main([*args, "--quiet"]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "keeps no checkpoint.pt" in err[0] and "Traceback" not in err[0]

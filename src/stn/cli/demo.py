@@ -90,6 +90,7 @@ def _demo(args: argparse.Namespace) -> int:
 
     from stn import viz
     from stn.engine.checkpoint import load_model
+    from stn.experiments._common import finished_checkpoint
     from stn.experiments.table1 import PAPER
 
     out = Path(args.out)
@@ -110,7 +111,7 @@ def _demo(args: argparse.Namespace) -> int:
     for model, s in summaries.items():
         paper = PAPER[model][_DATA]
         print(f"  {model:<11} {100 * s['test_error']:5.2f}%   (paper, 150,000 steps on full MNIST: {paper}%)")
-    model, checkpoint = load_model(out / "st-cnn-aff" / "checkpoint.pt")
+    model, checkpoint = load_model(finished_checkpoint("stn demo", out / _MODELS[1]))
     images = checkpoint["theta_history"]["images"]
     title = "ST-CNN (affine) on RTS: input, sampling grid T_θ(G), output"
     figure = viz.plot_model_transformations(model, images, out / "demo.png", title=title)
