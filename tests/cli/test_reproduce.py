@@ -71,10 +71,13 @@ def test_table1_seed_starts_the_seed_range_and_the_table_gathers_every_seed(
     assert main([*base, "--seed", "1"]) == 0
     assert [p.name for p in (tmp_path / "r" / "st-cnn-aff").iterdir()] == ["seed1"]
     table = (tmp_path / "table1.md").read_text()
-    assert "--seed 1" in table.splitlines()[2]  # the command that reproduces the table
+    (only,) = _commands(table).values()
+    assert only.startswith("stn reproduce table1 --data R --models st-cnn-aff") and "--seed 1" in only
     assert main([*base, "--weight-decay", "1e-4"]) == 0  # seed 0 beside it, with another recipe
     table = (tmp_path / "table1.md").read_text()
-    assert "--weight-decay 0.0001" in table.splitlines()[2]
+    commands = _commands(table)  # both: the folder gathers runs of two commands
+    assert "--weight-decay 0.0001" in commands[1] and "--seed" not in commands[1]
+    assert "--seed 1" in commands[2] and "--weight-decay" not in commands[2]
     errors = [
         100 * json.loads((tmp_path / "r" / "st-cnn-aff" / f"seed{k}" / "summary.json").read_text())["test_error"]
         for k in (0, 1)
@@ -83,6 +86,33 @@ def test_table1_seed_starts_the_seed_range_and_the_table_gathers_every_seed(
     assert cell in table.split("## Runs")[0]  # one cell, both seeds
     runs = [line for line in table.split("## Runs")[1].splitlines() if line.startswith("| ST-CNN")]
     assert [line.split(" | ")[2] for line in runs] == ["0", "1"]  # the seed column, in order
+    assert [line.split(" | ")[-1].strip(" |") for line in runs] == ["1", "2"]  # each run's own command
+    summaries = [json.loads((tmp_path / "r" / "st-cnn-aff" / f"seed{k}" / "summary.json").read_text()) for k in (0, 1)]
+    assert [s["command"] for s in summaries] == [commands[1], commands[2]]
+
+
+def _commands(table: str) -> dict[int, str]:
+    """The numbered commands listed at the top of a table1.md."""
+    head = table.split("## Runs")[0]
+    return {int(line.split(".")[0]): line.split("`")[1] for line in head.splitlines() if line[:1].isdigit()}
+
+
+def test_table1_runs_trained_before_commands_were_kept_are_marked(tiny_mnist: Path, tmp_path: Path) -> None:
+    from stn.experiments.table1 import write_table
+
+    args = ["reproduce", "table1", "--data", "R", "--models", "fcn", "--iterations", "1", "--batch-size", "8",
+            "--num-train", "8", "--num-test", "8", "--data-dir", str(tiny_mnist), "--out", str(tmp_path),
+            "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    summary_path = tmp_path / "r" / "fcn" / "seed0" / "summary.json"
+    summary = json.loads(summary_path.read_text())
+    del summary["command"]  # as a summary.json written before runs kept their command
+    summary_path.write_text(json.dumps(summary))
+    table = write_table(tmp_path, ["r"]).read_text()
+    assert _commands(table) == {}
+    assert "`—` in the `command` column (1 run): trained before stn kept each run's command" in table
+    (run,) = [line for line in table.split("## Runs")[1].splitlines() if line.startswith("| FCN")]
+    assert run.endswith("| — |")
 
 
 def test_table1_rejects_unknown_variants(capsys: pytest.CaptureFixture[str]) -> None:
@@ -119,7 +149,7 @@ def test_table1_learning_rate_follows_the_budget_unless_given(
     assert main(args + extra) == 0
     config = json.loads((tmp_path / "r" / "fcn" / "seed0" / "config.json").read_text())
     assert config["config"]["lr"] == lr
-    command = (tmp_path / "table1.md").read_text().split("Command: `")[1].split("`")[0]
+    (command,) = _commands((tmp_path / "table1.md").read_text()).values()
     assert ("--lr" in command) == ("--lr" in extra)
 
 

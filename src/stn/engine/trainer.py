@@ -342,6 +342,8 @@ class Trainer:
             the evaluation set); ``{}`` for data only the caller knows.
         title: a name for progress lines and figures.
         progress: show a tqdm progress bar and per-epoch lines.
+        command: the command line that trains the run, kept in ``summary.json`` so that a results folder says
+            how each of its runs was made (a folder can gather runs of several commands).
 
     The folder is locked (:class:`stn.io.RunLock`) from construction until :meth:`fit` returns.
 
@@ -367,6 +369,7 @@ class Trainer:
         data_spec: Mapping[str, Any] | None = None,
         title: str | None = None,
         progress: bool = True,
+        command: str | None = None,
     ) -> None:
         spec = model_spec(model)
         if spec is None:
@@ -379,6 +382,7 @@ class Trainer:
         self.data_spec = dict(data_spec or {})
         self.title = title or spec["name"]
         self.progress = progress
+        self.command = command
         self.device = resolve_device(config.device)
         if config.amp and self.device.type != "cuda":
             raise ValueError("mixed precision (amp) needs a CUDA device")
@@ -755,6 +759,7 @@ class Trainer:
             **{f"train_{m}": last.get(f"train_{m}") for m in self.task.metrics},
             "time_s": self._tick(),
             "images_per_s": self.step * self.config.batch_size / max(self.train_time, 1e-9),
+            "command": self.command,
         }
 
     def _epoch_line(self, record: dict[str, Any]) -> str:

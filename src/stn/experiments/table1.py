@@ -23,6 +23,7 @@ import json
 import math
 import statistics
 import time
+from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,6 +96,7 @@ _RUN_COLUMNS = {
     "error (%)": "{error:.2f}",
     "data": "{source}",
     "figures": "{figures}",
+    "command": "{command_ref}",
 }
 
 BUDGETS = {
@@ -164,6 +166,7 @@ def make_trainer(
     resume: bool = False,
     progress: bool = True,
     figures: bool = True,
+    command: str | None = None,
 ) -> Trainer:
     """The :class:`~stn.engine.trainer.Trainer` of one distorted-MNIST run: ``model`` (initialised from the
     config's seed) on ``variant`` with the classification task (used by Table 1, ``stn train``, MNIST
@@ -191,6 +194,7 @@ def make_trainer(
         resume=resume,
         title=f"{model} on {variant}",
         progress=progress,
+        command=command,
     )
 
 
@@ -213,11 +217,13 @@ def _error_cell(summaries: list[dict[str, Any]]) -> str:
     return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
 
 
-def write_table(out: Path, variants: list[str], command: str) -> Path:
+def write_table(out: Path, variants: list[str]) -> Path:
     """Write ``table1.md`` and ``table1.csv`` in ``out`` from the runs found there; returns the Markdown path.
 
     Rows are all eight models (``—`` where not run); columns the given ``variants`` and any other variant with
-    runs in ``out``; a cell is the mean ± sd of every seed found.
+    runs in ``out``; a cell is the mean ± sd of every seed found. The commands that trained the runs (each run
+    keeps its own in ``summary.json``) are listed once, numbered, and each run of the runs table refers to its
+    command by number, since runs of several commands gather in one folder.
     """
     from stn.io import format_markdown_table, write_csv
 
@@ -225,6 +231,7 @@ def write_table(out: Path, variants: list[str], command: str) -> Path:
     header = ["Model"] + [f"{v.upper()} {who}" for v in variants for who in ("paper", "ours")]
     rows, details, records = [], [], []
     worse = compared = 0
+    commands: dict[str, int] = {}  # command -> its number in the list, in the order first met
     for model in MODELS:
         row = [MODELS[model]]
         for variant in variants:
@@ -241,13 +248,20 @@ def write_table(out: Path, variants: list[str], command: str) -> Path:
                 records.append(
                     {"variant": variant, "model": model, "paper_error": paper, "test_error": s["test_error"], **s}
                 )
-                cells = {"label": MODELS[model], "column": variant.upper(), "figures": " ".join(figures)}
+                command = s.get("command")
+                ref = str(commands.setdefault(command, len(commands) + 1)) if command else "—"
+                cells = {
+                    "label": MODELS[model],
+                    "column": variant.upper(),
+                    "figures": " ".join(figures),
+                    "command_ref": ref,
+                }
                 details.append({**s, **cells, "minutes": s["time_s"] / 60, "error": 100 * s["test_error"]})
         rows.append(row)
     sources = sorted({r["source"] for r in records})
     text = [
         "# Table 1: distorted MNIST, test error (%)\n",
-        f"Command: `{command}`\n",
+        _commands_text(commands, unrecorded=sum(not r.get("command") for r in records)),
         "Paper: Jaderberg et al. 2015, Table 1 (R, RTS, P, E; 150,000 steps per model) and section 4.1 (TC). "
         f"Ours: trained on {', '.join(sources) or 'nothing yet'}; every model of a column scored on the same "
         "fixed distorted test set. `—`: not run.\n",
@@ -264,6 +278,20 @@ def write_table(out: Path, variants: list[str], command: str) -> Path:
     if records:
         write_csv(records, out / "table1.csv")
     return write_report(out, "table1", "\n".join(text))
+
+
+def _commands_text(commands: Mapping[str, int], unrecorded: int) -> str:
+    """The numbered list of the commands that trained the runs; ``unrecorded``: how many runs kept none."""
+    if not commands and not unrecorded:
+        return "No run has finished yet.\n"
+    lines = ["Commands that trained the runs below (the runs table's `command` column gives each run's number):\n"]
+    lines += [f"{number}. `{command}`" for command, number in commands.items()]
+    if unrecorded:
+        lines.append(
+            f"\n`—` in the `command` column ({unrecorded} run{'s' * (unrecorded > 1)}): trained before stn kept "
+            "each run's command; docs/reproductions.md gives the commands behind the tables in stn's results/."
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -313,19 +341,20 @@ def run(args: argparse.Namespace) -> int:
             model_options=options,
             resume=True,
             progress=not args.quiet,
+            command=command,
             **data,
         )
         trained = train_run(label, run_dir, config, spec, make, options)
         if trained is None:
             continue
-        write_table(out, args.data, command)
+        write_table(out, args.data)
         if isinstance(trained, int):
             print(f"Partial table: {out / 'table1.md'}")
             return trained
         s = trained.summary
         paper = PAPER[model][variant]
         print(f"{label}: test error {100 * s['test_error']:.2f}% (paper {paper}%) in {s['time_s'] / 60:.1f} min")
-    table = write_table(out, args.data, command)
+    table = write_table(out, args.data)
     print(table.read_text())
     print(f"wrote {table} ({math.ceil((time.perf_counter() - started) / 60)} min)")
     return 0
