@@ -110,7 +110,7 @@ def test_table1_runs_trained_before_commands_were_kept_are_marked(tiny_mnist: Pa
     summary_path.write_text(json.dumps(summary))
     table = write_table(tmp_path, ["r"]).read_text()
     assert _commands(table) == {}
-    assert "`—` in the `command` column (1 run): trained before stn kept each run's command" in table
+    assert "Commands: not kept by these runs (trained before stn kept each run's command" in table
     (run,) = [line for line in table.split("## Runs")[1].splitlines() if line.startswith("| FCN")]
     assert run.endswith("| — |")
 

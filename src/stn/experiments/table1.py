@@ -282,15 +282,13 @@ def write_table(out: Path, variants: list[str]) -> Path:
 
 def _commands_text(commands: Mapping[str, int], unrecorded: int) -> str:
     """The numbered list of the commands that trained the runs; ``unrecorded``: how many runs kept none."""
-    if not commands and not unrecorded:
-        return "No run has finished yet.\n"
+    before = "trained before stn kept each run's command; docs/reproductions.md gives the commands of stn's results/"
+    if not commands:
+        return f"Commands: not kept by these runs ({before}).\n" if unrecorded else "No run has finished yet.\n"
     lines = ["Commands that trained the runs below (the runs table's `command` column gives each run's number):\n"]
     lines += [f"{number}. `{command}`" for command, number in commands.items()]
     if unrecorded:
-        lines.append(
-            f"\n`—` in the `command` column ({unrecorded} run{'s' * (unrecorded > 1)}): trained before stn kept "
-            "each run's command; docs/reproductions.md gives the commands behind the tables in stn's results/."
-        )
+        lines.append(f"\n`—` in the `command` column ({unrecorded} run{'s' * (unrecorded > 1)}): {before}.")
     return "\n".join(lines) + "\n"
 
 
