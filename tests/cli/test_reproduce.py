@@ -113,6 +113,11 @@ def test_table1_runs_trained_before_commands_were_kept_are_marked(tiny_mnist: Pa
     assert "Commands: not kept by these runs (trained before stn kept each run's command" in table
     (run,) = [line for line in table.split("## Runs")[1].splitlines() if line.startswith("| FCN")]
     assert run.endswith("| — |")
+    assert main([*args[:5], "cnn", *args[6:]]) == 0  # a run that keeps its command beside the old one
+    table = (tmp_path / "table1.md").read_text()
+    (command,) = _commands(table).values()
+    assert "--models cnn" in command
+    assert "`—` in the `command` column (1 run): trained before stn kept each run's command" in table
 
 
 def test_table1_rejects_unknown_variants(capsys: pytest.CaptureFixture[str]) -> None:
