@@ -132,3 +132,17 @@ def test_number_of_nets_must_match():
     with pytest.raises(ValueError, match="num_transformers"):
         stn.ParallelSpatialTransformer(tiny_localization(36), 0, "affine")
     assert stn.ParallelSpatialTransformer(nets, None, "affine").num_transformers == 2
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("concat", [True, False])
+@pytest.mark.parametrize("name", ["attention", "affine", "tps"])
+def test_an_empty_batch_gives_empty_outputs_and_theta(shared, concat, name):
+    x = torch.rand(0, 2, 6, 6, dtype=torch.float64)
+    pst = build(shared, 3, name, (4, 5), torch.rand(1, 2, 6, 6), concat=concat, check_finite=True)
+    out, theta = pst(x, return_theta=True)
+    assert theta.shape == (0, 3, transforms.get(name).num_params)
+    if concat:
+        assert out.shape == (0, 3 * 2, 4, 5)
+    else:
+        assert len(out) == 3 and all(o.shape == (0, 2, 4, 5) for o in out)

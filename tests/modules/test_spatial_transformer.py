@@ -274,3 +274,18 @@ def test_non_finite_theta_is_not_checked_by_default_nor_in_traced_graphs(monkeyp
         warnings.simplefilter("ignore", DeprecationWarning)
         traced = torch.jit.trace(checked, (x,), check_trace=False)  # a graph cannot raise on data
     assert torch.isnan(traced(_nan_for(checked, x, [1]))[1]).all()
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("padding_mode", ["zeros", "border"])
+def test_an_empty_batch_gives_an_empty_output_and_theta(name, padding_mode):
+    x = volume_or_image(name, batch=0).requires_grad_()
+    size = (2, 3, 4) if transforms.get(name).ndim == 3 else (4, 5)
+    options = {"max_translation": 0.5} if name != "tps" else {}
+    st = stn.SpatialTransformer(
+        tiny_localization(volume_or_image(name)), name, size, padding_mode=padding_mode, check_finite=True, **options
+    ).double()
+    out, theta = st(x, return_theta=True)
+    assert out.shape == (0, 2, *size) and theta.shape == (0, transforms.get(name).num_params)
+    out.sum().backward()  # the backward of nothing is zero gradients, not an error
+    assert x.grad.shape == x.shape

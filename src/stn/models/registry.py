@@ -66,6 +66,7 @@ def create_model(name: str, *, pretrained: bool | str = False, seed: int | None 
     models).
 
     Raises:
+        TypeError: ``pretrained`` neither a bool nor a str (``pretrained=1`` is not read as True).
         KeyError: an unknown model name, or pretrained weights that do not exist; the message lists what does.
         ValueError: ``kwargs`` that contradict the pretrained model's arguments, or a damaged weights file.
 
@@ -75,6 +76,11 @@ def create_model(name: str, *, pretrained: bool | str = False, seed: int | None 
         >>> model.stn_spec["kwargs"]["in_shape"]
         (1, 42, 42)
     """
+    if not isinstance(pretrained, bool | str):  # pretrained=1 once built fresh weights without a word
+        raise TypeError(
+            f"pretrained must be True, False or a tag such as 'rts' (see list_pretrained()), got {pretrained!r} "
+            f"of type {type(pretrained).__name__}"
+        )
     base, tag = split_name(name)
     key = base.lower()
     if key not in _REGISTRY:

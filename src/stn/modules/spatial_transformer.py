@@ -124,7 +124,8 @@ class ThetaRegressor(nn.Module):
             self.linear.bias.copy_(init.reshape(-1) * (not residual))
 
     def forward(self, features: Tensor) -> Tensor:
-        theta = self.linear(features).view(features.shape[0], self.num_transformers, -1)
+        # explicit sizes: an empty batch (B = 0) has no elements to infer a -1 from
+        theta = self.linear(features).view(features.shape[0], self.num_transformers, self.transform.num_params)
         if self.residual:
             theta = theta + self.init_theta
         if self.max_translation is not None:
