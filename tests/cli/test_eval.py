@@ -49,3 +49,25 @@ def test_a_run_on_the_users_own_data_says_it_cannot_be_rebuilt(tmp_path: Path, c
     assert main(["eval", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "stn cannot rebuild it" in err and "stn.engine.evaluate" in err and len(err.strip().splitlines()) == 1
+
+
+def test_num_test_above_the_test_set_is_refused_naming_its_size(
+    trained_run: Path, tiny_mnist: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    capsys.readouterr()
+    assert main(["eval", str(trained_run), "--data-dir", str(tiny_mnist), "--num-test", "33"]) == 1
+    err = capsys.readouterr().err
+    assert "--num-test 33 is above the 32 samples of this test set" in err and "give at most 32" in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["eval", str(trained_run), "--data-dir", str(tiny_mnist), "--num-test", "32", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["test_samples"] == 32
+
+
+def test_num_test_on_data_that_takes_no_sample_count_is_refused_not_ignored() -> None:
+    import argparse
+
+    from stn.cli.eval import load_test_set
+
+    args = argparse.Namespace(data=None, data_dir=None)
+    with pytest.raises(ValueError, match=r"--num-test applies to distorted-MNIST and 3-D volume runs; .* cub"):
+        load_test_set({"data": {"kind": "cub", "root": "nowhere", "image_size": 64}}, args, 10)

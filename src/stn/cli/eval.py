@@ -41,7 +41,17 @@ def load_test_set(checkpoint: dict[str, Any], args: argparse.Namespace, num_test
         spec["root"] = args.data_dir
     if getattr(args, "download", False):
         spec["download"] = True
+    if num_test is not None and spec.get("kind") not in _SIZED_KINDS:
+        raise ValueError(
+            f"--num-test applies to distorted-MNIST and 3-D volume runs; this model was trained on {_describe(spec)}"
+        )
     test = build(spec, "test")
+    if num_test is not None and num_test > (size := _test_size(test)):
+        source = getattr(test, "source", None)
+        raise ValueError(
+            f"--num-test {num_test:,} is above the {size:,} samples of this test set"
+            f"{f' ({source})' if source else ''}; give at most {size:,}"
+        )
     expected = tuple(checkpoint.get("input_shape") or ())
     got = tuple(test.epoch_tensors(0)[0].shape[1:]) if hasattr(test, "epoch_tensors") else tuple(test[0][0].shape)
     if expected and got != expected:
@@ -53,6 +63,16 @@ def load_test_set(checkpoint: dict[str, Any], args: argparse.Namespace, num_test
     if trained_on and getattr(test, "source", trained_on) != trained_on:
         print(f"warning: the model was trained on {trained_on!r} but is tested on {test.source!r}", file=sys.stderr)
     return test
+
+
+# Data kinds whose spec takes a test-sample count (the others would ignore --num-test).
+_SIZED_KINDS = ("distorted-mnist", "posed-volumes")
+
+
+def _test_size(test: Any) -> int:
+    """How many distinct samples the test split holds (a DistortedMNIST cycles its digits past that count)."""
+    mnist = getattr(test, "mnist", None)
+    return len(mnist) if mnist is not None else len(test)
 
 
 def _describe(spec: dict[str, Any]) -> str:
