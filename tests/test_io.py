@@ -90,3 +90,31 @@ def test_csv_has_every_column(tmp_path: Path) -> None:
 def test_markdown_table() -> None:
     text = format_markdown_table([["CNN", 0.012345, None], ["ST", 3, "ok"]], ["model", "error", "note"])
     assert text.splitlines() == ["| model | error | note |", "|---|---|---|", "| CNN | 0.01235 |  |", "| ST | 3 | ok |"]
+
+
+def test_a_250_byte_output_name_is_written_with_a_temporary_name_within_the_limit(tmp_path: Path) -> None:
+    name = "é" * 123 + ".txt"  # 250 bytes in UTF-8: '.<name>.<pid>.tmp' would pass the 255-byte limit
+    assert len(os.fsencode(name)) == 250
+    seen = []
+    with atomic_path(tmp_path / name) as tmp:
+        seen.append(tmp)
+        tmp.write_text("kept")
+    assert len(os.fsencode(seen[0].name)) <= 255 and seen[0].parent == tmp_path
+    assert (tmp_path / name).read_text() == "kept" and [p.name for p in tmp_path.iterdir()] == [name]
+    assert write_text_atomic(tmp_path / name, "again").read_text() == "again"
+
+
+def test_the_short_temporary_name_of_a_long_name_is_removed_when_its_process_is_gone(tmp_path: Path) -> None:
+    with atomic_path(tmp_path / ("a" * 250)) as tmp:
+        stale = tmp.with_name(tmp.name.replace(f".{os.getpid()}.", ".999999999."))
+        tmp.write_bytes(b"whole")
+    stale.write_bytes(b"half")  # as a process killed while writing that name would leave it
+    assert remove_stale_temp_files(tmp_path) == [stale]
+
+
+def test_a_name_above_the_limit_is_an_error_naming_the_users_file_not_the_temporary_one(tmp_path: Path) -> None:
+    path = tmp_path / ("b" * 300 + ".png")
+    with pytest.raises(OSError, match="File name too long") as caught:
+        write_text_atomic(path, "x")
+    assert caught.value.filename == str(path) and ".tmp" not in str(caught.value)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind

@@ -4,7 +4,8 @@ lines, CSV, Markdown tables) that runs and experiments write.
 The single home of the library's file safety; everything that writes (checkpoints, metrics, figures, tables,
 exports, caches, downloads) goes through :func:`atomic_path` or :func:`write_text_atomic`.
 
-* :func:`atomic_path` yields a temporary path beside the destination (``.<name>.<pid>.tmp``); on success it is
+* :func:`atomic_path` yields a temporary path beside the destination (``.<name>.<pid>.tmp``, or
+  ``.<hash of name>.<pid>.tmp`` for a name near the file system's limit); on success it is
   renamed over the destination in one ``os.replace``, on error it is removed. A reader therefore sees the old
   file or the new one, never a mixture, and a crash loses at most the write in progress.
 * A process killed with ``kill -9`` cannot clean up; :func:`remove_stale_temp_files` removes the temporary files
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
@@ -56,8 +58,31 @@ LOCK_FILE = ".lock"
 _TEMP_NAME = re.compile(r"^\..+\.(\d+)\.tmp$")
 
 
+def _name_max(folder: Path) -> int:
+    """The longest file name (in bytes) the file system of ``folder`` takes (255 where it does not say)."""
+    try:
+        return os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):  # no such folder yet, no pathconf (Windows), or no limit
+        return 255
+
+
 def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    """``.<name>.<pid>.tmp`` beside ``path``; for a name too long for that, ``.<hash of the name>.<pid>.tmp``,
+    so that a destination name near the file system's limit still gets a temporary file (both forms are the
+    ones :func:`remove_stale_temp_files` recognises)."""
+    name = f".{path.name}.{os.getpid()}.tmp"
+    if len(os.fsencode(name)) > _name_max(path.parent):
+        digest = hashlib.sha256(os.fsencode(path.name)).hexdigest()[:16]
+        name = f".{digest}.{os.getpid()}.tmp"
+    return path.with_name(name)
+
+
+def _naming(err: OSError, tmp: Path, path: Path) -> OSError:
+    """``err`` naming the destination ``path`` where it named the temporary file (the user never chose that
+    name); other errors unchanged."""
+    if err.errno is None or str(tmp) not in (str(err.filename), str(err.filename2)):
+        return err
+    return OSError(err.errno, err.strerror, str(path))  # OSError(errno, ...) picks the subclass of errno
 
 
 @contextmanager
@@ -65,10 +90,13 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path``, on error it is removed.
 
     The caller writes the temporary file by any means (``torch.save``, ``fig.savefig``, ``np.save``...). The
-    parent folder is created when missing.
+    parent folder is created when missing. The temporary name stays within the file system's name limit however
+    long ``path``'s name is, and an ``OSError`` about the temporary file (writing it, or renaming it to a name
+    the file system refuses) is raised naming ``path``.
 
     Raises:
         IsADirectoryError: ``path`` is an existing folder.
+        OSError: writing or renaming failed (``File name too long``, a full disk...), naming ``path``.
 
     Example:
         >>> import tempfile
@@ -88,6 +116,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as err:
+        renamed = _naming(err, tmp, path)
+        if renamed is err:
+            raise
+        raise renamed from err
     finally:
         tmp.unlink(missing_ok=True)
 
