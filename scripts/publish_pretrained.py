@@ -20,12 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from stn.cli.eval import load_test_set, score
 from stn.engine.checkpoint import load_model
 from stn.models.pretrained import SUBSET_SIZE, WEIGHTS_DIR, publish
 from stn.models.registry import upgrade_kwargs
+from stn.numerics import numerics_fingerprint
 
 
 def publish_run(
@@ -91,7 +90,7 @@ def publish_run(
             "time_s": history[-1].get("elapsed_s"),
             "recorded_test_error": recorded,
         },
-        "evaluated_with": {"torch": torch.__version__, "threads": torch.get_num_threads()},
+        "evaluated_with": numerics_fingerprint(),  # where the numbers above repeat bit for bit
     }
     return publish(model.state_dict(), record, weights_dir)
 

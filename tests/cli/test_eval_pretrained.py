@@ -25,13 +25,15 @@ def _publisher():
     return module
 
 
-def test_eval_pretrained_on_the_fixed_subset_gives_the_stored_numbers(shared_data: Path, capsys) -> None:
+def test_eval_pretrained_on_the_fixed_subset_gives_the_stored_numbers(
+    shared_data: Path, capsys, assert_recorded_subset
+) -> None:
     entry = pretrained_entry("st-cnn-aff", "rts")
     mnist = str(shared_data / "mnist")
     assert main(["eval", "--pretrained", "st-cnn-aff:rts", "--num-test", "500", "--data-dir", mnist, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["pretrained"] == "st-cnn-aff.rts" and result["test_samples"] == 500 and result["data"] == "rts"
-    assert (result["test_error"], result["test_loss"]) == (entry["subset"]["test_error"], entry["subset"]["test_loss"])
+    assert_recorded_subset({"loss": result["test_loss"], "error": result["test_error"]}, entry)
 
 
 @pytest.mark.slow

@@ -16,8 +16,9 @@ way):
   ``sha256`` (checked on every load), ``bytes``, ``params``;
 * ``test_error`` / ``test_loss`` on the ``test_samples`` digits of the test split, and ``subset``: the same on the
   fixed subset of :data:`SUBSET_SIZE` test digits that ``stn eval --num-test 500`` scores;
-* ``training``: the run the weights come from, its command, steps, epochs and time; ``evaluated_with``: the torch
-  version and thread count the numbers were computed with (the last digit can depend on them).
+* ``training``: the run the weights come from, its command, steps, epochs and time; ``evaluated_with``: the
+  :func:`stn.numerics.numerics_fingerprint` (torch, CPU, kernels, threads) under which the numbers above repeat bit
+  for bit; on other CPUs the loss moves in the sixth digit (``scripts/cpu_spread.py``).
 
 Entries are added and replaced by ``scripts/publish_pretrained.py`` from a finished run folder (:func:`publish`
 is its file-writing half).
