@@ -312,3 +312,19 @@ def test_bad_sampling_options(kwargs, match):
 def test_bicubic_volume_is_rejected():
     with pytest.raises(ValueError, match="bicubic"):
         stn.warp(torch.rand(1, 1, 2, 3, 4), transforms.get("affine3d").identity(1), "affine3d", mode="bicubic")
+
+
+def test_a_non_finite_theta_gives_nan_by_default_and_an_error_naming_the_sample_with_check_finite(monkeypatch):
+    monkeypatch.delenv("STN_CHECK_FINITE", raising=False)
+    x = torch.rand(3, 1, 6, 6)
+    theta = transforms.get("affine").identity(3)
+    theta[1, 2] = float("inf")
+    out = stn.warp(x, theta, "affine")
+    assert out[1].isnan().all() and not out[[0, 2]].isnan().any()  # as the docstring says
+    with pytest.raises(ValueError, match=r"stn.warp: θ is NaN or infinite for sample\(s\) \[1\] of 3"):
+        stn.warp(x, theta, "affine", check_finite=True)
+    monkeypatch.setenv("STN_CHECK_FINITE", "1")  # read at each call
+    with pytest.raises(ValueError, match=r"sample\(s\) \[1\] of 3"):
+        stn.warp(x, theta, "affine")
+    assert stn.warp(x, theta, "affine", check_finite=False)[1].isnan().all()
+    torch.testing.assert_close(stn.warp(x, transforms.get("affine").identity(3), "affine"), x)

@@ -7,6 +7,7 @@ Conventions are those of :mod:`stn.coords`: normalised ``[-1, 1]`` coordinates w
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import torch
@@ -27,6 +28,34 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     # Half-precision grids cannot address pixels of large images (bfloat16 has 8 bits of mantissa), so grids,
     # TPS and projective maths, and the sampling itself run in at least float32.
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
+
+
+def _in_graph() -> bool:
+    """Whether this call is being compiled, traced, scripted or exported (where θ cannot be inspected)."""
+    return (
+        torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or torch.jit.is_scripting()
+        or torch.onnx.is_in_onnx_export()
+    )
+
+
+def _check_finite_default() -> bool:
+    """Whether the environment asks for θ checks (``STN_CHECK_FINITE`` set to anything but empty or ``0``)."""
+    return os.environ.get("STN_CHECK_FINITE", "") not in ("", "0")
+
+
+def _raise_if_not_finite(theta: Tensor, who: str, cause: str) -> None:
+    """Raise a ``ValueError`` naming the samples whose θ ``(B, ...)`` is NaN or infinite (eager calls only: a
+    compiled, traced, scripted or exported graph cannot raise, and is not checked). ``cause``: the likely cause
+    and remedy, for the message."""
+    if _in_graph():
+        return
+    bad = ~torch.isfinite(theta).flatten(1).all(1)
+    if bad.any():
+        samples = bad.nonzero().flatten().tolist()
+        shown = f"{samples[:10]}{' ...' if len(samples) > 10 else ''}"
+        raise ValueError(f"{who}: θ is NaN or infinite for sample(s) {shown} of {len(theta)} ({cause})")
 
 
 def _check_input(x: Tensor, ndim: int) -> None:
@@ -181,8 +210,19 @@ def warp(
     mode: str = "bilinear",
     padding_mode: str = "zeros",
     fill: Fill | None = None,
+    *,
+    check_finite: bool | None = None,
 ) -> Tensor:
     """Warp ``x`` by T_θ: ``out[b, :, y_t, x_t] = x[b, :, T_θ(x_t, y_t)]``.
+
+    A non-finite θ is not an error by default (checking costs a device synchronisation per call): a sample whose
+    θ holds NaN or ±inf gets a grid of NaN, and its output is NaN with bilinear or bicubic sampling and zero
+    padding (the defaults), or finite but meaningless with ``"nearest"`` (the fill) or ``"border"`` /
+    ``"reflection"`` padding (edge pixels); the other samples of the batch are unaffected. ``check_finite=True``,
+    or the environment variable ``STN_CHECK_FINITE=1`` when ``check_finite`` is not given, turns it into a
+    ``ValueError`` naming those samples, raised before anything is sampled (eager calls; compiled, traced,
+    scripted and exported graphs are not checked). The modules take the same option
+    (:class:`~stn.modules.SpatialTransformer`).
 
     Args:
         x: ``(B, C, H_in, W_in)`` (``affine3d``: ``(B, C, D_in, H_in, W_in)``), floating point.
@@ -194,9 +234,14 @@ def warp(
         mode: ``"bilinear"``, ``"nearest"`` or ``"bicubic"``, see :func:`sample`.
         padding_mode: ``"zeros"``, ``"border"`` or ``"reflection"``, see :func:`sample`.
         fill: scalar or per-channel value read outside the input, see :func:`sample`.
+        check_finite: raise a ``ValueError`` when θ is NaN or infinite (default: the environment variable
+            ``STN_CHECK_FINITE``, read at each call; see above).
 
     Returns:
         ``(B, C, *out_size)`` in ``x``'s dtype. Grids are computed in at least float32.
+
+    Raises:
+        ValueError: with ``check_finite`` (or ``STN_CHECK_FINITE=1``), θ NaN or infinite for some sample.
 
     Example:
         >>> import torch
@@ -206,12 +251,21 @@ def warp(
         >>> theta[:, 0] = 0.5  # zoom in 2x on the centre
         >>> warp(x, theta, "attention", out_size=(21, 21)).shape
         torch.Size([8, 1, 21, 21])
+        >>> theta[3, 1] = float("nan")
+        >>> warp(x, theta, "attention")[3].isnan().all()  # NaN in, NaN out: no error by default
+        tensor(True)
+        >>> warp(x, theta, "attention", check_finite=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        ValueError: stn.warp: θ is NaN or infinite for sample(s) [3] of 8 (...)
     """
     t = resolve(transform)
     _check_input(x, t.ndim)
     theta = flatten_theta(theta, t, batch_size=x.shape[0])
     if theta.device != x.device:
         raise ValueError(f"theta is on {theta.device} but the input is on {x.device}")
+    if _check_finite_default() if check_finite is None else check_finite:
+        _raise_if_not_finite(theta, "stn.warp", "a θ regressed from NaN/inf inputs, or by a net that diverged")
     size = tuple(x.shape[2:]) if out_size is None else check_size(out_size, t.ndim)
     theta = theta.to(_compute_dtype(x.dtype))
     # With zero padding the grid's outside points already read 0 / fill: the mask is needed for the others only.

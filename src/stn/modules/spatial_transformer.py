@@ -22,14 +22,13 @@ Example:
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from stn.coords import check_size
-from stn.functional import Fill, sample
+from stn.functional import Fill, _check_finite_default, _raise_if_not_finite, sample
 from stn.transforms import Transform, resolve
 
 __all__ = ["ParallelSpatialTransformer", "SpatialTransformer", "ThetaRegressor"]
@@ -140,16 +139,6 @@ class ThetaRegressor(nn.Module):
         return theta
 
 
-def _in_graph() -> bool:
-    """Whether this forward is being compiled, traced, scripted or exported (where θ cannot be inspected)."""
-    return (
-        torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch.jit.is_scripting()
-        or torch.onnx.is_in_onnx_export()
-    )
-
-
 class _TransformerBase(nn.Module):
     def __init__(
         self,
@@ -166,22 +155,16 @@ class _TransformerBase(nn.Module):
         self.mode = mode
         self.padding_mode = padding_mode
         self.fill = fill
-        if check_finite is None:
-            check_finite = os.environ.get("STN_CHECK_FINITE", "") not in ("", "0")
-        self.check_finite = bool(check_finite)
+        self.check_finite = bool(_check_finite_default() if check_finite is None else check_finite)
 
     def _check_finite(self, theta: Tensor) -> None:
         """Raise when θ ``(B, P)`` or ``(B, N, P)`` is NaN or infinite (eager forwards with check_finite only)."""
-        if not self.check_finite or _in_graph():
-            return
-        bad = ~torch.isfinite(theta).flatten(1).all(1)
-        if bad.any():
-            samples = bad.nonzero().flatten().tolist()
-            shown = f"{samples[:10]}{' ...' if len(samples) > 10 else ''}"
-            raise ValueError(
-                f"{type(self).__name__}: θ is NaN or infinite for sample(s) {shown} of {len(theta)} (the "
-                "localisation net's input holds NaN/inf, or the net diverged: lower the learning rate, or bound θ "
-                "with max_translation / scale_range)"
+        if self.check_finite:
+            _raise_if_not_finite(
+                theta,
+                type(self).__name__,
+                "the localisation net's input holds NaN/inf, or the net diverged: lower the learning rate, or "
+                "bound θ with max_translation / scale_range",
             )
 
     def _grid(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor | None]:
