@@ -1,0 +1,46 @@
+"""Choices made on validation data, never on the test set (issue #23's protocol).
+
+A reproduction trains each cell with several seeds; the cell reports the mean ± sd of their test errors, and the
+weights that ship are those of the seed with the lowest validation error (the last epoch's, as the runs report their
+final model). :func:`choose_by_validation` is the one place that choice is made: it reads only ``val_*`` keys of the
+runs' ``summary.json``, so a study cannot peek at the test split by accident.
+
+Example:
+    >>> runs = [{"seed": 0, "val_error": 0.012}, {"seed": 1, "val_error": 0.009}, {"seed": 2, "val_error": 0.010}]
+    >>> choose_by_validation(runs)["seed"]
+    1
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+__all__ = ["VALIDATION_KEY", "choose_by_validation", "has_validation"]
+
+VALIDATION_KEY = "val_error"  # the last epoch's validation error, as the Trainer writes it in summary.json
+
+
+def has_validation(summary: Mapping[str, Any]) -> bool:
+    """Whether a run held out validation data (runs made before the protocol trained on every training digit)."""
+    return summary.get(VALIDATION_KEY) is not None
+
+
+def choose_by_validation(summaries: Sequence[Mapping[str, Any]], key: str = VALIDATION_KEY) -> Mapping[str, Any]:
+    """The run with the lowest validation error ``key`` (ties: the lowest seed); only ``key`` and ``seed`` are read.
+
+    Raises:
+        ValueError: no runs, a ``key`` that is not a validation key, or a run without a validation error (it
+            trained on every training digit, so nothing can be chosen on held-out data).
+    """
+    if not key.startswith("val_"):
+        raise ValueError(f"choices are made on validation metrics (val_*), not on {key!r}")
+    if not summaries:
+        raise ValueError("no runs to choose from")
+    missing = [s.get("seed") for s in summaries if s.get(key) is None]
+    if missing:
+        raise ValueError(
+            f"the runs of seeds {missing} hold no {key}: they trained without validation data, so none can be "
+            "chosen on it (train with --validation)"
+        )
+    return min(summaries, key=lambda s: (s[key], s.get("seed", 0)))
