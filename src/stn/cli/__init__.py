@@ -93,6 +93,9 @@ def build_parser(commands: Iterable[str] | None = None) -> argparse.ArgumentPars
         else:
             sub.add_parser(name, help=summary)
     _plain_help(parser)
+    from stn.cli._limits import bound_sizes
+
+    bound_sizes(parser)  # the options that size memory get their ceilings
     return parser
 
 
