@@ -1,9 +1,12 @@
-"""The README's test command is what CI runs: keep .ci/run and the README in step."""
+"""The README runs as written: its test command is what CI runs (keep .ci/run and the README in step), and its
+interop snippet runs in a fresh namespace."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,3 +29,13 @@ def test_readme_starts_with_the_main_job() -> None:
     readme = (ROOT / "README.md").read_text()
     commands = _fenced_commands(readme[:3000])
     assert commands and "stn " in commands[0], "the README's first command must install and run the main job"
+
+
+def test_the_interop_snippet_runs_as_written() -> None:
+    pytest.importorskip("cv2", reason="opencv-python-headless (the [test] extra) runs the README's OpenCV snippet")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"## Coming from OpenCV[^\n]*\n.*?```python\n(.*?)```", readme, re.S)
+    assert match, "README.md has no Python block under '## Coming from OpenCV ...'"
+    namespace: dict = {}
+    exec(compile(match.group(1), "README.md interop snippet", "exec"), namespace)  # in a fresh namespace
+    assert tuple(namespace["out"].shape) == (1, 3, namespace["h_out"], namespace["w_out"])
