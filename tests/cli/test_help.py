@@ -86,3 +86,14 @@ def test_demo_help_states_the_codes_numbers() -> None:
 )
 def test_plain(text: str, expected: str) -> None:
     assert plain(text) == expected
+
+
+def test_help_texts_use_the_words_of_their_own_command(capsys: pytest.CaptureFixture[str]) -> None:
+    """'budget' and 'preset' are notions of stn reproduce: the other commands' help does not speak of them."""
+    from stn.cli import main
+
+    for command in (["train"], ["eval"], ["visualize"], ["export"], ["demo"], ["data", "preview"]):
+        with pytest.raises(SystemExit):
+            main([*command, "--help"])
+        text = capsys.readouterr().out.lower()
+        assert "budget" not in text and "preset" not in text, command

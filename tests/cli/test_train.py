@@ -147,3 +147,43 @@ def test_standardize_reaches_the_model_and_is_kept_on_resume(tiny_mnist: Path, t
     assert main([*base, "--resume", "--iterations", "6", "--no-figures"]) == 0
     assert json.loads((out / "config.json").read_text())["model"]["kwargs"]["standardize"] is True
     assert json.loads((out / "summary.json").read_text())["steps"] == 6
+
+
+def test_model_help_lists_only_the_models_stn_train_trains() -> None:
+    from stn.cli import build_parser
+    from stn.cli.train import trainable_models
+    from stn.experiments.table1 import MODELS
+
+    assert set(MODELS) <= set(trainable_models())
+    assert not [m for m in trainable_models() if m.startswith(("svhn-", "cub-", "volume-", "coloc-"))]
+    train = build_parser(["train"])._subparsers._group_actions[0].choices["train"]
+    model_help = train._option_string_actions["--model"].help
+    assert all(m in model_help for m in trainable_models())
+    assert "svhn-cnn" not in model_help and "cub-cnn" not in model_help and "volume-st" not in model_help
+
+
+@pytest.mark.parametrize(
+    ("model", "command"),
+    [
+        ("svhn-st-cnn-multi", "stn reproduce table2"),
+        ("cub-st-cnn-2x", "stn reproduce table3"),
+        ("volume-st", "stn reproduce 3d"),
+        ("coloc-st", "stn reproduce colocalization"),
+    ],
+)
+def test_a_model_trained_by_an_experiment_is_one_line_naming_its_command(
+    model: str, command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "rts", "--model", model])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert f"stn train does not train {model!r}" in err and command in err
+
+
+def test_a_typo_in_the_model_name_suggests_the_closest_names(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", "--data", "rts", "--model", "st-cnn-af"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "unknown model 'st-cnn-af'; did you mean 'st-cnn-aff'" in err

@@ -28,6 +28,44 @@ metrics.csv and the figures curves.png and transformations.png when training fin
 
 # What the model is built with besides what the data decides (in_shape, num_classes).
 _DATA_DECIDES = ("in_shape", "num_classes")
+# Registered models that stn train cannot train (their data is not distorted MNIST), by name prefix: where they are.
+_ELSEWHERE = {
+    "svhn-": "it trains on SVHN: stn reproduce table2",
+    "cub-": "it trains on CUB-200 photos: stn reproduce table3",
+    "volume-": "it trains on 3-D volumes: stn reproduce 3d",
+    "coloc-": "it is trained by the co-localisation experiment: stn reproduce colocalization",
+}
+
+
+def trainable_models() -> list[str]:
+    """The models ``stn train`` trains: the Table 1 models and the MNIST-addition models (``add-*``, for
+    ``--data addition``), which take a distorted-MNIST ``in_shape`` and ``num_classes``."""
+    from stn.experiments.table1 import MODELS
+    from stn.models import list_models
+
+    return [*MODELS, *list_models("add-*")]
+
+
+def model_name(text: str) -> str:
+    """argparse ``type=`` of ``--model``: a model ``stn train`` trains; another registered model is refused
+    naming the command that trains it, an unknown name suggests the closest ones ("did you mean ...")."""
+    import difflib
+
+    from stn.models import list_models
+
+    name = text.strip().lower()
+    trainable = trainable_models()
+    if name in trainable:
+        return name
+    if name in list_models():
+        where = next((why for prefix, why in _ELSEWHERE.items() if name.startswith(prefix)), None)
+        raise argparse.ArgumentTypeError(
+            f"stn train does not train {name!r}: "
+            + (where or "it does not classify distorted-MNIST digits; train it from Python with stn.engine.Trainer")
+        )
+    close = difflib.get_close_matches(name, list_models(), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+    raise argparse.ArgumentTypeError(f"unknown model {text!r}; {hint}stn train trains {', '.join(trainable)}")
 
 
 def _run(args: argparse.Namespace) -> tuple[dict, str, dict, object]:
@@ -103,7 +141,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from stn.data import VARIANTS
     from stn.engine.config import TrainConfig
     from stn.experiments.table1 import MODELS as TABLE1_MODELS
-    from stn.models import list_models
 
     p = subparsers.add_parser(
         "train",
@@ -117,13 +154,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--data", type=str.lower, choices=VARIANTS, help="distorted-MNIST variant")
     p.add_argument(
         "--model",
-        type=str.lower,
-        choices=list_models(),
+        type=model_name,
         metavar="MODEL",
-        help=f"the Table 1 models {', '.join(TABLE1_MODELS)}, or another registered model that takes in_shape "
-        "and num_classes (stn.models.list_models())",
+        help=f"the Table 1 models {', '.join(TABLE1_MODELS)}, or with --data addition the addition models "
+        f"{', '.join(m for m in trainable_models() if m not in TABLE1_MODELS)} (the SVHN, CUB, 3-D and "
+        "co-localisation models train with stn reproduce table2, table3, 3d and colocalization)",
     )
     add_training_options(p, {"": TrainConfig()})
+    # The shared help speaks of a reproduction's budget; stn train has none, only these two options.
+    epochs = p._option_string_actions["--epochs"]
+    epochs.help = f"passes over the training set, unless --iterations is given (default {TrainConfig().epochs})"
     p.add_argument("--target-params", type=positive_int, help="model size to solve widths for (default 400000)")
     add_standardize_option(p)
     p.add_argument("--num-train", type=positive_int, help="train on a fixed subset of N digits")
