@@ -87,6 +87,22 @@ def test_gradcheck_input_and_theta(name):
     assert torch.autograd.gradcheck(lambda a, b: stn.warp(a, b, name), (x, theta))
 
 
+@pytest.mark.parametrize("name", FAMILIES)
+def test_gradgradcheck_input_and_theta(name):
+    """Second-order gradients (gradient penalties, meta-learning): θ near the identity puts every grid point
+    inside the input and off the pixel lattice, where bilinear sampling is smooth."""
+    x = input_for(name, batch=1, channels=1).requires_grad_()
+    theta = perturbed(name, 1).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda a, b: stn.warp(a, b, name), (x, theta))
+
+
+@pytest.mark.parametrize(("mode", "fill"), [("bicubic", None), ("bilinear", 0.7)])
+def test_gradgradcheck_other_sampling_options(mode, fill):
+    x = torch.randn(1, 2, 5, 6, dtype=torch.float64, requires_grad=True)
+    theta = perturbed("projective", 1).requires_grad_()
+    assert torch.autograd.gradgradcheck(lambda a, b: stn.warp(a, b, "projective", mode=mode, fill=fill), (x, theta))
+
+
 @pytest.mark.parametrize(
     ("mode", "padding_mode", "fill"),
     [

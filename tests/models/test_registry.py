@@ -1,9 +1,11 @@
-"""Tests for stn.models.registry: every registered model, by name, on an empty batch; the pretrained= argument."""
+"""Tests for stn.models.registry: every registered model, by name, on an empty batch and through a double backward;
+the pretrained= argument."""
 
 import pytest
 import torch
 from torch import nn
 
+import stn
 from stn.models import create_model, list_models
 
 # Small, valid arguments and input shapes per family; a model not listed here is built with its defaults and fed
@@ -66,3 +68,20 @@ def test_every_registered_model_returns_an_empty_result_for_an_empty_batch(name)
 def test_pretrained_that_is_neither_bool_nor_str_is_a_type_error_naming_what_is_expected(pretrained):
     with pytest.raises(TypeError, match=r"pretrained must be True, False or a tag such as 'rts'.*got"):
         create_model("st-cnn-aff", pretrained=pretrained)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_registered_model_supports_double_backward(name):
+    """An input-gradient penalty ||∂L/∂x||² trains every model: its gradient (second order) is finite, and it
+    reaches the localisation nets of the models that have spatial transformers."""
+    model, shape = build_small(name)
+    x = torch.rand(2, *shape, requires_grad=True)
+    out = model(x)
+    (grad_x,) = torch.autograd.grad((out * torch.randn_like(out)).sum(), x, create_graph=True)
+    grad_x.square().sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+    assert grads and all(torch.isfinite(g).all() for g in grads.values()), name
+    assert sum(g.abs().sum() for g in grads.values()) > 0, name
+    localization = stn.localization_parameters(model)
+    if localization:
+        assert sum(p.grad.abs().sum() for p in localization if p.grad is not None) > 0, name

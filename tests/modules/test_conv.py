@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from stn.modules.conv import Conv2d, _SingleChannelConv2d
 
@@ -107,3 +108,47 @@ def test_cpu_autocast_gives_nn_conv2d_values_and_gradient_dtypes():
     for expected, got in zip(g_ref, g):
         assert got.dtype == expected.dtype == torch.float32
         torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # bfloat16 rounding of the input gradient
+
+
+class _AtenOps(TorchDispatchMode):
+    """Records the ATen operators that run while it is active."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops.add(str(func.overloadpacket))
+        return func(*args, **(kwargs or {}))
+
+
+def test_first_order_backward_takes_the_im2col_kernel_and_double_backward_does_not():
+    _, ours = _pair(padding=1)
+    x = torch.randn(2, 1, 8, 8, dtype=torch.float64, requires_grad=True)
+    loss = ours(x).square().sum()
+    with _AtenOps() as first:
+        (gx,) = torch.autograd.grad(loss, x, retain_graph=True)
+    assert "aten._slow_conv2d_backward" in first.ops  # the fast path of a training step
+    with _AtenOps() as graphed:
+        (gx_graph,) = torch.autograd.grad(loss, x, create_graph=True)
+    assert "aten._slow_conv2d_backward" not in graphed.ops  # it has no derivative
+    torch.testing.assert_close(gx_graph, gx, rtol=1e-12, atol=1e-12)
+
+
+def test_double_backward_equals_nn_conv2d():
+    reference, ours = _pair(padding=(1, 2))
+    x = torch.randn(3, 1, 9, 8, dtype=torch.float64)
+    results = []
+    for model in (reference, ours):
+        model.zero_grad()
+        xi = x.clone().requires_grad_()
+        (gx,) = torch.autograd.grad(model(xi).square().sum(), xi, create_graph=True)
+        gx.square().sum().backward()  # an input-gradient penalty
+        results.append([xi.grad, model.weight.grad, model.bias.grad])
+    for expected, got in zip(*results):
+        assert torch.isfinite(got).all() and got.abs().sum() > 0
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+    w = torch.randn(3, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    xs = torch.randn(2, 1, 6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradgradcheck(lambda x, w, b: _SingleChannelConv2d.apply(x, w, b, [1, 1]), (xs, w, b))

@@ -5,6 +5,10 @@ needed (it is the path from the loss to θ). For a one-channel input oneDNN comp
 than ATen's own im2col kernel (9x9 kernel, 62 filters, batch 256 of 21x21 on one AVX2 core: ~400 ms against
 ~70 ms), which made it ~40% of a Table 1 ST-CNN training step (``torch.profiler``; see
 ``benchmarks/bench_train.py``). The forward pass and the weight gradient stay with oneDNN, which is fast for them.
+
+The im2col kernel has no derivative of its own, so when a graph of the backward pass is being built (double
+backward: ``torch.autograd.grad(..., create_graph=True)``, gradient penalties) the input gradient comes from
+``convolution_backward`` instead, as in ``nn.Conv2d``, and differentiates again.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.autograd.function import once_differentiable
 
 __all__ = ["Conv2d"]
 
@@ -27,25 +30,31 @@ class _SingleChannelConv2d(torch.autograd.Function):
         return F.conv2d(x, weight, bias, padding=padding)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad: torch.Tensor):
         saved_x, saved_weight = ctx.saved_tensors
         # Under autocast F.conv2d ran in grad's dtype on cast copies: differentiate that, as nn.Conv2d does.
         x, weight = saved_x.to(grad.dtype), saved_weight.to(grad.dtype)
         need_x, need_w, need_b, _ = ctx.needs_input_grad
+        # Grad mode is on here only when autograd records this backward (create_graph=True): the im2col kernel
+        # has no derivative, so the input gradient then comes from convolution_backward, which has one.
+        fast_x = need_x and not torch.is_grad_enabled()
         grad_x = grad_w = grad_b = None
-        if need_x:  # ATen's im2col kernel: what F.conv2d's backward runs with oneDNN disabled
+        if fast_x:  # ATen's im2col kernel: what F.conv2d's backward runs with oneDNN disabled
             grad_x = torch.ops.aten._slow_conv2d_backward(
                 grad, x, weight, weight.shape[2:], [1, 1], ctx.padding, [True, False, False]
-            )[0].to(saved_x.dtype)
-        if need_w or need_b:
-            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, x, weight, [weight.shape[0]], [1, 1], ctx.padding, [1, 1], False, [0, 0], 1,
-                [False, need_w, need_b],
+            )[0]
+        mask = [need_x and not fast_x, need_w, need_b]
+        if any(mask):
+            plain_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [weight.shape[0]], [1, 1], ctx.padding, [1, 1], False, [0, 0], 1, mask
             )  # fmt: skip
-            grad_w = None if grad_w is None else grad_w.to(saved_weight.dtype)
-            grad_b = None if grad_b is None else grad_b.to(saved_weight.dtype)
-        return grad_x, grad_w, grad_b, None
+            grad_x = grad_x if fast_x else plain_x
+        return (
+            None if grad_x is None else grad_x.to(saved_x.dtype),
+            None if grad_w is None else grad_w.to(saved_weight.dtype),
+            None if grad_b is None else grad_b.to(saved_weight.dtype),
+            None,
+        )
 
 
 class Conv2d(nn.Conv2d):
@@ -54,8 +63,9 @@ class Conv2d(nn.Conv2d):
     Same arguments, parameters and ``state_dict`` as ``nn.Conv2d``, same forward values. Only a CPU convolution
     of a one-channel input that needs its gradient (stride 1, no dilation, one group, zero padding given as
     numbers) takes the other route; its gradients equal ``nn.Conv2d``'s up to float rounding (about 1e-6
-    relative in float32; exact to 1e-12 in float64). It is differentiable once (no double backward on that
-    route). Under ``torch.jit.trace``, ``torch.compile`` and export it is exactly ``nn.Conv2d``.
+    relative in float32; exact to 1e-12 in float64). Double backward works: when a graph of the backward is
+    built, the input gradient is ``nn.Conv2d``'s. Under ``torch.jit.trace``, ``torch.compile`` and export it is
+    exactly ``nn.Conv2d``.
 
     Example:
         >>> import torch

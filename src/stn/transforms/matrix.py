@@ -248,6 +248,8 @@ class _ProjectiveGrid(torch.autograd.Function):
     closed form needs only the output and ``1/w``: with ``a = (∂L/∂x_s, ∂L/∂y_s) / w``, ``∂L/∂H`` has rows
     ``a @ Gᵀ`` and ``-(a · (x_s, y_s)) @ Gᵀ``. Behind-horizon points have ``1/w`` set to 0, hence zero gradient.
     That makes projective warps cheaper than kornia's ``warp_perspective`` (benchmarks/bench_warp.py).
+    When a graph of the backward is built (double backward), the same formula runs on ``x_s, y_s, 1/w`` recomputed
+    from ``H`` with plain ops, so that it differentiates again.
     """
 
     @staticmethod
@@ -257,13 +259,19 @@ class _ProjectiveGrid(torch.autograd.Function):
         ahead = w > eps
         inverse_w = torch.where(ahead, w, 1.0).reciprocal_().mul_(ahead)
         xy = uvw[:, :2].mul_(inverse_w).masked_fill_(~ahead, outside)
-        ctx.save_for_backward(xy, inverse_w, g)
+        ctx.save_for_backward(h, xy, inverse_w, g)
+        ctx.eps, ctx.outside = eps, outside
         return xy
 
     @staticmethod
-    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_xy: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
-        xy, inverse_w, g = ctx.saved_tensors
+        h, xy, inverse_w, g = ctx.saved_tensors
+        if torch.is_grad_enabled():  # create_graph=True: the saved values carry no graph back to H
+            uvw = h @ g
+            w = uvw[:, 2:]
+            ahead = w > ctx.eps
+            inverse_w = torch.where(ahead, w, 1.0).reciprocal() * ahead
+            xy = (uvw[:, :2] * inverse_w).masked_fill(~ahead, ctx.outside)
         a = grad_xy * inverse_w
         gt = g.T
         return torch.cat([a @ gt, -((a * xy).sum(1, keepdim=True) @ gt)], dim=1), None, None, None
