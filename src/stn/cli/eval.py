@@ -130,6 +130,7 @@ def _published(entry: dict[str, Any], args: argparse.Namespace) -> dict[str, flo
 
 
 def _eval(args: argparse.Namespace) -> int:
+    from stn.cli._runs import refuse_a_folder_of_runs
     from stn.engine.checkpoint import load_model
     from stn.engine.trainer import resolve_device
 
@@ -138,6 +139,7 @@ def _eval(args: argparse.Namespace) -> int:
         model, checkpoint = _pretrained(args.pretrained, device)
         what = {"pretrained": f"{checkpoint['model_name']}.{checkpoint['tag']}"}
     else:
+        refuse_a_folder_of_runs(args.checkpoint)
         model, checkpoint = load_model(args.checkpoint, device)
         what = {"checkpoint": str(args.checkpoint)}
     if "task" not in checkpoint:

@@ -18,9 +18,11 @@ _SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
 
 def _export(args: argparse.Namespace) -> int:
+    from stn.cli._runs import refuse_a_folder_of_runs
     from stn.engine.checkpoint import checkpoint_path, load_model
     from stn.export import check_export, export_model
 
+    refuse_a_folder_of_runs(args.checkpoint)
     model, checkpoint = load_model(args.checkpoint)
     in_shape = tuple(checkpoint.get("input_shape") or checkpoint["model_kwargs"].get("in_shape") or ())
     if not in_shape:

@@ -18,12 +18,14 @@ def _visualize(args: argparse.Namespace) -> int:
     import torch
 
     from stn import viz
+    from stn.cli._runs import refuse_a_folder_of_runs
     from stn.cli.eval import load_test_set
     from stn.engine.checkpoint import load_model
     from stn.engine.trainer import resolve_device
 
     out = args.out
     device = resolve_device(args.device)
+    refuse_a_folder_of_runs(args.checkpoint)
     model, checkpoint = load_model(args.checkpoint, device)
     shape = tuple(checkpoint.get("input_shape") or ())
     if len(shape) != 3:
