@@ -32,6 +32,7 @@ def test_demo_trains_both_models_and_draws_the_transformer(
     )
     out = capsys.readouterr().out
     assert "cnn" in out and "st-cnn-aff" in out and "paper" in out
+    assert f"the runs are in {tmp_path / 'cnn'} and {tmp_path / 'st-cnn-aff'}" in out  # where to point stn eval
     assert (tmp_path / "demo.png").is_file()
     assert (tmp_path / "cnn" / "summary.json").is_file() and (tmp_path / "st-cnn-aff" / "summary.json").is_file()
 

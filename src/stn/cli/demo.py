@@ -116,6 +116,8 @@ def _demo(args: argparse.Namespace) -> int:
     title = "ST-CNN (affine) on RTS: input, sampling grid T_θ(G), output"
     figure = viz.plot_model_transformations(model, images, out / "demo.png", title=title)
     print(f"wrote {figure}  ({(time.perf_counter() - started) / 60:.1f} min)")
+    runs = [out / m for m in _MODELS]
+    print(f"the runs are in {' and '.join(map(str, runs))} (stn eval {runs[1]}, stn visualize {runs[1]} --out fig.png)")
     return 0
 
 
