@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import re
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -124,3 +126,38 @@ def test_plot_attention_windows_draws_each_transformer_and_the_box(tmp_path):
     for colour in [(31, 119, 180), (255, 127, 14), (255, 255, 255)]:  # the two transformers' colours, the box
         assert (np.abs(pixels.astype(int) - colour).sum(1) < 30).any(), colour
     assert list(tmp_path.iterdir()) == [path]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "test_errors",
+    [
+        [0.6 * np.exp(-e / 6) + 0.008 for e in range(60)],  # 61% -> 0.8%: two decades
+        [0.03 - 0.0002 * e for e in range(20)],  # 3.0% -> 2.6%: a fraction of a decade
+        [0.9 * 10 ** (-e / 3) for e in range(18)],  # 90% -> 0.0002%: six decades
+    ],
+    ids=["two-decades", "within-a-decade", "six-decades"],
+)
+def test_the_log_error_axis_has_a_few_plain_tick_labels_that_do_not_overlap(
+    test_errors: list[float], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    figures = []
+    monkeypatch.setattr(viz, "save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    records = [
+        {"epoch": e + 1, "train_loss": 1.0, "test_loss": 1.0, "train_error": 1.1 * err, "test_error": err}
+        for e, err in enumerate(test_errors)
+    ]
+    viz.plot_curves(records, tmp_path / "curves.png")
+    fig = figures[0]
+    try:
+        fig.canvas.draw()
+        axis = fig.axes[1]
+        lo, hi = axis.get_ylim()
+        labels = [t for v, t in zip(axis.get_yticks(), axis.get_yticklabels()) if lo <= v <= hi]
+        texts = [t.get_text() for t in labels]
+        assert 2 <= len(texts) <= 7 and len(set(texts)) == len(texts), texts
+        assert not [t for t in axis.get_yticklabels(minor=True) if t.get_text()]  # no minor labels
+        assert all(re.fullmatch(r"\d+(\.\d+)?", t) for t in texts), texts  # plain numbers, no 10^k or 2e-05
+        boxes = sorted((t.get_window_extent() for t in labels), key=lambda b: b.y0)
+        assert all(a.y1 <= b.y0 for a, b in itertools.pairwise(boxes)), texts  # none overlaps the next
+    finally:
+        plt.close(fig)
