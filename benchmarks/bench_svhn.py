@@ -20,7 +20,7 @@ import time
 import torch
 
 from stn.data.svhn import INPUT_SIZE
-from stn.engine.trainer import resolve_device
+from stn.engine.distributed import resolve_device
 from stn.experiments.table2 import MODELS
 from stn.models import create_model
 from stn.models.svhn import sequence_loss

@@ -16,12 +16,13 @@ weights file, the manifest and the removal of the file it replaced.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Any
 
 from stn.cli.eval import load_test_set, score
-from stn.engine.checkpoint import load_model
+from stn.engine.checkpoint import Progress, RunRecord, load_model
 from stn.models.pretrained import SUBSET_SIZE, WEIGHTS_DIR, publish
 from stn.models.registry import upgrade_kwargs
 from stn.numerics import numerics_fingerprint
@@ -44,25 +45,17 @@ def publish_run(
             the official one where the full MNIST is missing, or its error now differs from the recorded one.
     """
     model, checkpoint = load_model(run_dir)
-    if not checkpoint.get("finished"):
-        raise ValueError(
-            f"{run_dir}: the run has not finished (step {checkpoint['step']} of {checkpoint.get('total_steps')})"
-        )
-    data = checkpoint.get("data") or {}
+    run, progress = RunRecord.of(checkpoint), Progress.of(checkpoint)
+    if not progress.finished:
+        raise ValueError(f"{run_dir}: the run has not finished (step {progress.step} of {progress.total_steps})")
+    data = run.data
     if data.get("kind") != "distorted-mnist":
         raise ValueError(f"{run_dir}: only distorted-MNIST runs can be published (stn eval --pretrained scores them)")
-    record: dict[str, Any] = {
-        "model_name": checkpoint["model_name"],
-        "tag": tag or data["variant"],
-        "model_kwargs": upgrade_kwargs(checkpoint["model_name"], checkpoint["model_kwargs"]),
-        "input_shape": checkpoint["input_shape"],
-        "task": checkpoint["task"],
-        # the official test split, found where the user keeps MNIST
-        "data": {**data, "num_test": None, "root": None, "download": False},
-        "source": checkpoint.get("source"),
-        "config": checkpoint["config"],
-        "params": sum(p.numel() for p in model.parameters()),
-    }
+    # a pretrained-weights entry holds the run's record, tested on the official test split where the user keeps MNIST
+    official = {**data, "num_test": None, "root": None, "download": False}
+    entry = dataclasses.replace(run, model_kwargs=upgrade_kwargs(run.model_name, run.model_kwargs), data=official)
+    record: dict[str, Any] = {"model_name": run.model_name, "tag": tag or data["variant"], **entry.entry()}
+    record["params"] = sum(p.numel() for p in model.parameters())
     model.float()  # the weights ship fp32: score exactly those
     where = argparse.Namespace(data=None, data_dir=data_dir, download=False)
     test = load_test_set(record, where)
@@ -70,7 +63,7 @@ def publish_run(
         raise ValueError(f"the official test split needs the full MNIST, found {test.source!r}: pass --data-dir")
     full = score(model, record, test)
     subset = score(model, record, load_test_set(record, where, SUBSET_SIZE))
-    history = checkpoint.get("history") or [{}]
+    history = progress.history or [{}]
     recorded = history[-1].get("test_error") if data.get("num_test") is None else None
     if recorded is not None and recorded != full["error"] and not allow_difference:
         raise ValueError(
@@ -85,8 +78,8 @@ def publish_run(
         "training": {
             "run": str(run_dir),
             "command": command,
-            "steps": checkpoint["step"],
-            "epochs": len(checkpoint.get("history") or []),
+            "steps": progress.step,
+            "epochs": len(progress.history),
             "time_s": history[-1].get("elapsed_s"),
             "recorded_test_error": recorded,
         },

@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 
 from stn.engine.config import TrainConfig
 from stn.engine.distributed import DistContext, all_reduce_sum, any_process, init_distributed
-from stn.experiments.table1 import make_trainer
+from stn.experiments._common import make_trainer
 
 
 def trainer(data_dir: Path, run_dir: Path):

@@ -19,7 +19,8 @@ from torch.utils.data import Dataset, TensorDataset
 from stn.engine import ClassificationTask, TrainConfig, Trainer
 from stn.engine.checkpoint import load_model
 from stn.engine.distributed import DistContext
-from stn.engine.trainer import evaluate, run_status
+from stn.engine.evaluation import evaluate
+from stn.engine.rundir import run_status
 from stn.io import RunLockedError, read_jsonl
 from stn.models import create_model
 

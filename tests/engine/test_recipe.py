@@ -10,9 +10,9 @@ import torch
 from torch import nn
 
 from stn.engine.config import TrainConfig
+from stn.engine.optim import learning_rate, make_optimizer
 from stn.engine.options import add_training_options
-from stn.engine.trainer import learning_rate, make_optimizer
-from stn.experiments.table1 import make_trainer
+from stn.experiments._common import make_trainer
 from stn.io import read_jsonl
 
 

@@ -14,8 +14,9 @@ from torch import nn
 import stn
 from stn.engine.checkpoint import CheckpointError, load_checkpoint
 from stn.engine.config import TrainConfig
-from stn.engine.trainer import Trainer, apply_lr_schedule, learning_rate, make_optimizer
-from stn.experiments.table1 import make_trainer
+from stn.engine.optim import apply_lr_schedule, learning_rate, make_optimizer
+from stn.engine.trainer import Trainer
+from stn.experiments._common import make_trainer
 from stn.io import read_jsonl
 
 

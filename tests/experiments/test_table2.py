@@ -20,8 +20,9 @@ from stn.data.specs import build, svhn_spec
 from stn.data.svhn import DigitBox, SVHNRecord, write_digit_struct
 from stn.engine.checkpoint import load_checkpoint, load_model
 from stn.engine.config import TrainConfig
+from stn.engine.evaluation import evaluate
 from stn.engine.tasks import SequenceTask
-from stn.engine.trainer import Trainer, evaluate
+from stn.engine.trainer import Trainer
 from stn.experiments import table2
 from stn.io import read_jsonl
 

@@ -23,19 +23,9 @@ import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 
-__all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
+from stn.cli.base import COMMANDS, CommandError
 
-# Sub-command -> its one-line summary, in the order ``stn --help`` lists them. The module stn.cli.<name> passes
-# the same summary as help= (tests/cli/test_help.py checks that the two agree).
-COMMANDS: dict[str, str] = {
-    "data": "preview the distorted MNIST variants, download MNIST",
-    "train": "train a model on distorted MNIST",
-    "eval": "test error of a checkpoint",
-    "reproduce": "reproduce an experiment of the paper (tables, figures)",
-    "visualize": "figure of the learnt transformations (inputs, sampling grids, outputs)",
-    "export": "export a checkpoint to ONNX or TorchScript",
-    "demo": "train a CNN and an ST-CNN on RTS digits in minutes, compare, visualise",
-}
+__all__ = ["COMMANDS", "CommandError", "build_parser", "main"]
 
 # Top-level package of a missing module -> the extra of pyproject.toml that installs it.
 EXTRAS: dict[str, str] = {
@@ -59,10 +49,6 @@ environment:
   STN_DATA=<folder>   where MNIST is looked for when --data-dir is not given
   STN_DEBUG=1         show the full traceback of errors instead of one line
 """
-
-
-class CommandError(Exception):
-    """A user error that a command reports; :func:`main` prints its message as one line and exits 1."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -164,8 +150,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from stn.io import RunLockedError
 
     # ValueError covers IDXError, CheckpointError and json.JSONDecodeError; OSError the missing, existing,
-    # unreadable and misplaced files (FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError...).
-    return (CommandError, ValueError, TypeError, KeyError, OSError, ImportError, RunLockedError)
+    # unreadable and misplaced files (FileNotFoundError, FileExistsError, IsADirectoryError, PermissionError...),
+    # a full disk and a dead torchrun peer (stn.engine.distributed.PeerLostError).
+    errors: tuple[type[BaseException], ...] = (CommandError, ValueError, TypeError, KeyError, OSError, ImportError)
+    guards = sys.modules.get("stn.engine.guards")  # a run that stopped on a non-finite loss (--on-nan stop)
+    return (*errors, RunLockedError, *((guards.NonFiniteError,) if guards is not None else ()))
 
 
 @contextmanager

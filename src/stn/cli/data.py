@@ -39,7 +39,7 @@ def _preview(args: argparse.Namespace) -> int:
 
 
 def _load(data_dir: str | None, split: str, download: bool) -> MNIST:
-    from stn.cli import CommandError
+    from stn.cli.base import CommandError
     from stn.data import load_mnist
 
     try:
@@ -49,7 +49,7 @@ def _load(data_dir: str | None, split: str, download: bool) -> MNIST:
 
 
 def _download(args: argparse.Namespace) -> int:
-    from stn.cli import CommandError
+    from stn.cli.base import CommandError
     from stn.data import download_mnist
 
     try:
@@ -60,7 +60,7 @@ def _download(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from stn.cli import COMMANDS
+    from stn.cli.base import COMMANDS
     from stn.data import VARIANTS
     from stn.engine.options import positive_int
 

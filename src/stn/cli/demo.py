@@ -54,8 +54,8 @@ def _train_both(args: argparse.Namespace, out: Path) -> tuple[dict[str, dict], i
     """Train (or reuse) both models: ``({model: summary}, 0)``, or ``({...}, 128 + signal)`` when interrupted."""
     from stn.data.specs import distorted_mnist_spec
     from stn.engine.config import TrainConfig
-    from stn.engine.trainer import read_summary, run_status
-    from stn.experiments.table1 import make_trainer
+    from stn.engine.rundir import read_summary, run_status
+    from stn.experiments._common import make_trainer
 
     summaries = {}
     for model in _MODELS:
@@ -89,7 +89,7 @@ def _demo(args: argparse.Namespace) -> int:
     import torch
 
     from stn import viz
-    from stn.engine.checkpoint import load_model
+    from stn.engine.checkpoint import Progress, load_model
     from stn.experiments._common import finished_checkpoint
     from stn.experiments.table1 import PAPER
 
@@ -112,7 +112,7 @@ def _demo(args: argparse.Namespace) -> int:
         paper = PAPER[model][_DATA]
         print(f"  {model:<11} {100 * s['test_error']:5.2f}%   (paper, 150,000 steps on full MNIST: {paper}%)")
     model, checkpoint = load_model(finished_checkpoint("stn demo", out / _MODELS[1]))
-    images = checkpoint["theta_history"]["images"]
+    images = Progress.of(checkpoint).theta_history["images"]
     title = "ST-CNN (affine) on RTS: input, sampling grid T_θ(G), output"
     figure = viz.plot_model_transformations(model, images, out / "demo.png", title=title)
     print(f"wrote {figure}  ({(time.perf_counter() - started) / 60:.1f} min)")
@@ -122,7 +122,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from stn.cli import COMMANDS
+    from stn.cli.base import COMMANDS
 
     p = subparsers.add_parser(
         "demo",

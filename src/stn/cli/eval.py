@@ -29,8 +29,10 @@ def load_test_set(checkpoint: dict[str, Any], args: argparse.Namespace, num_test
     """The test set recorded in ``checkpoint`` (``--data`` / ``num_test`` / ``--data-dir`` override the
     variant, sample count and location), checked against the model's input shape."""
     from stn.data.specs import build
+    from stn.engine.checkpoint import RunRecord
 
-    spec = dict(checkpoint.get("data") or {})
+    record = RunRecord.of(checkpoint)
+    spec = dict(record.data)
     if args.data is not None:
         if spec.get("kind") != "distorted-mnist":
             raise ValueError(f"--data picks a distorted-MNIST variant; this model was trained on {_describe(spec)}")
@@ -52,14 +54,14 @@ def load_test_set(checkpoint: dict[str, Any], args: argparse.Namespace, num_test
             f"--num-test {num_test:,} is above the {size:,} samples of this test set"
             f"{f' ({source})' if source else ''}; give at most {size:,}"
         )
-    expected = tuple(checkpoint.get("input_shape") or ())
+    expected = record.input_shape or ()
     got = tuple(test.epoch_tensors(0)[0].shape[1:]) if hasattr(test, "epoch_tensors") else tuple(test[0][0].shape)
     if expected and got != expected:
         raise ValueError(
             f"the model takes inputs {expected} but this test data has {got}; it was trained on "
-            f"{_describe(checkpoint.get('data') or {})}"
+            f"{_describe(record.data)}"
         )
-    trained_on = checkpoint.get("source")
+    trained_on = record.source
     if trained_on and getattr(test, "source", trained_on) != trained_on:
         print(f"warning: the model was trained on {trained_on!r} but is tested on {test.source!r}", file=sys.stderr)
     return test
@@ -98,13 +100,15 @@ def score(
     """
     import torch
 
+    from stn.engine.checkpoint import RunRecord
+    from stn.engine.evaluation import evaluate
     from stn.engine.tasks import task_from_spec
-    from stn.engine.trainer import evaluate
 
-    config = checkpoint.get("config", {})
+    record = RunRecord.of(checkpoint)
+    config = record.config
     if config.get("channels_last") and all(p.dim() != 5 for p in model.parameters()):
         model = model.to(memory_format=torch.channels_last)
-    task = task_from_spec(checkpoint["task"])
+    task = task_from_spec(record.task)
     return evaluate(model, test, task, batch_size=batch_size or config.get("eval_batch_size", 1000), device=device)
 
 
@@ -131,8 +135,8 @@ def _published(entry: dict[str, Any], args: argparse.Namespace) -> dict[str, flo
 
 def _eval(args: argparse.Namespace) -> int:
     from stn.cli._runs import refuse_a_folder_of_runs
-    from stn.engine.checkpoint import load_model
-    from stn.engine.trainer import resolve_device
+    from stn.engine.checkpoint import RunRecord, load_model
+    from stn.engine.distributed import resolve_device
 
     device = resolve_device(args.device)
     if args.pretrained is not None:
@@ -142,15 +146,16 @@ def _eval(args: argparse.Namespace) -> int:
         refuse_a_folder_of_runs(args.checkpoint)
         model, checkpoint = load_model(args.checkpoint, device)
         what = {"checkpoint": str(args.checkpoint)}
-    if "task" not in checkpoint:
+    record = RunRecord.of(checkpoint)
+    if record.task is None:
         raise ValueError(f"{args.checkpoint} records no task (a model saved without training): nothing to score")
     test = load_test_set(checkpoint, args, args.num_test)
     metrics = score(model, checkpoint, test, device, args.batch_size)
-    data = dict(checkpoint["data"], **({"variant": args.data} if args.data else {}))
+    data = dict(record.data, **({"variant": args.data} if args.data else {}))
     published = _published(checkpoint, args) if args.pretrained is not None else None
     result = {
         **what,
-        "model": checkpoint["model_name"],
+        "model": record.model_name,
         "data": _describe(data),
         "source": getattr(test, "source", None),
         "test_samples": len(test),

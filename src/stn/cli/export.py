@@ -19,17 +19,18 @@ _SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 
 def _export(args: argparse.Namespace) -> int:
     from stn.cli._runs import refuse_a_folder_of_runs
-    from stn.engine.checkpoint import checkpoint_path, load_model
+    from stn.engine.checkpoint import RunRecord, checkpoint_path, load_model
     from stn.export import check_export, export_model
 
     refuse_a_folder_of_runs(args.checkpoint)
     model, checkpoint = load_model(args.checkpoint)
-    in_shape = tuple(checkpoint.get("input_shape") or checkpoint["model_kwargs"].get("in_shape") or ())
+    record = RunRecord.of(checkpoint)
+    in_shape = tuple(record.input_shape or record.model_kwargs.get("in_shape") or ())
     if not in_shape:
-        raise ValueError(f"{args.checkpoint} records no input shape: cannot export {checkpoint['model_name']}")
+        raise ValueError(f"{args.checkpoint} records no input shape: cannot export {record.model_name}")
     out = args.out or checkpoint_path(args.checkpoint).with_name(f"model{_SUFFIX[args.format]}")
     export_model(model, in_shape, out, args.format)
-    print(f"wrote {out} ({checkpoint['model_name']}: input (batch, {', '.join(map(str, in_shape))}), output logits)")
+    print(f"wrote {out} ({record.model_name}: input (batch, {', '.join(map(str, in_shape))}), output logits)")
     if not args.no_check:
         diff = check_export(model, in_shape, out, args.format)
         print(f"checked: largest difference from the PyTorch model {diff:.2e}")

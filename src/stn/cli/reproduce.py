@@ -17,14 +17,14 @@ def _run(module: ModuleType, args: argparse.Namespace) -> int:
 
 
 def _unavailable(name: str, reason: Exception, _args: argparse.Namespace) -> int:
-    from stn.cli import CommandError
+    from stn.cli.base import CommandError
 
     raise CommandError(f"experiment {name!r} cannot run here: {reason}")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from stn import experiments
-    from stn.cli import COMMANDS
+    from stn.cli.base import COMMANDS
 
     parser = subparsers.add_parser(
         "reproduce",

@@ -1,5 +1,5 @@
 """``stn train``: train one model on one distorted-MNIST variant with the training engine (see
-:mod:`stn.engine.trainer`; the run is :func:`stn.experiments.table1.make_trainer`)."""
+:mod:`stn.engine.trainer`; the run is :func:`stn.experiments._common.make_trainer`)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def _run(args: argparse.Namespace) -> tuple[dict, str, dict, object]:
     """``(data spec, model name, model options, TrainConfig)`` from the options, completed by the run folder's
     ``config.json`` with ``--resume``."""
     from stn.engine.config import TrainConfig
-    from stn.engine.trainer import read_run_config
+    from stn.engine.rundir import read_run_config
 
     given = {f: getattr(args, f) for f in TrainConfig.__dataclass_fields__ if getattr(args, f, None) is not None}
     options = {} if args.target_params is None else {"target_params": args.target_params}
@@ -80,15 +80,15 @@ def _run(args: argparse.Namespace) -> tuple[dict, str, dict, object]:
         options["standardize"] = True
     if args.resume and args.out and (Path(args.out) / "config.json").exists():
         saved = read_run_config(args.out)
-        data, model = dict(saved["data"]), saved["model"]
+        data = dict(saved.data)
         for key, value in (("variant", args.data), ("num_train", args.num_train), ("num_test", args.num_test)):
             if value is not None:
                 data[key] = value
         if args.data_dir is not None:
             data["root"] = args.data_dir
-        saved_options = {k: v for k, v in model["kwargs"].items() if k not in _DATA_DECIDES}
-        name = args.model or model["name"]
-        return data, name, {**saved_options, **options}, TrainConfig.from_dict(saved["config"]).replace(**given)
+        saved_options = {k: v for k, v in saved.model_kwargs.items() if k not in _DATA_DECIDES}
+        name = args.model or saved.model_name
+        return data, name, {**saved_options, **options}, saved.train_config().replace(**given)
     missing = [f"--{k}" for k in ("data", "model") if getattr(args, k) is None]
     if missing:
         raise ValueError(f"{' and '.join(missing)} required (unless --resume finds the run in --out)")
@@ -104,7 +104,7 @@ def _paper_error(model: str, data: str) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from stn.experiments.table1 import make_trainer
+    from stn.experiments._common import make_trainer
 
     data, model, options, config = _run(args)
     variant = data["variant"]
@@ -122,6 +122,7 @@ def _train(args: argparse.Namespace) -> int:
         resume=args.resume,
         progress=not args.quiet,
         figures=not args.no_figures,
+        force=args.force,
     )
     result = trainer.fit()
     if not result.finished:
@@ -179,6 +180,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--tensorboard", action="store_true", default=None, help="also log to TensorBoard")
     p.add_argument("--out", default=None, help="run folder (default runs/<data>-<model>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="train in an --out that holds other files than a run's (refused otherwise: a run would overwrite "
+        "files named config.json, summary.md, metrics.csv... there)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--no-figures", action="store_true", help="skip the PNG figures at the end")
     add_data_options(p)

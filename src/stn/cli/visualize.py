@@ -20,17 +20,18 @@ def _visualize(args: argparse.Namespace) -> int:
     from stn import viz
     from stn.cli._runs import refuse_a_folder_of_runs
     from stn.cli.eval import load_test_set
-    from stn.engine.checkpoint import load_model
-    from stn.engine.trainer import resolve_device
+    from stn.engine.checkpoint import Progress, RunRecord, load_model
+    from stn.engine.distributed import resolve_device
 
     out = args.out
     device = resolve_device(args.device)
     refuse_a_folder_of_runs(args.checkpoint)
     model, checkpoint = load_model(args.checkpoint, device)
-    shape = tuple(checkpoint.get("input_shape") or ())
+    record, progress = RunRecord.of(checkpoint), Progress.of(checkpoint)
+    shape = record.input_shape or ()
     if len(shape) != 3:
         raise ValueError(
-            f"{checkpoint['model_name']} takes inputs {shape}: only transformers of 2-D images (C, H, W) can be "
+            f"{record.model_name} takes inputs {shape}: only transformers of 2-D images (C, H, W) can be "
             "drawn here (the 3-D experiment draws its own figure, projections.png)"
         )
     test = load_test_set(checkpoint, args)
@@ -41,16 +42,16 @@ def _visualize(args: argparse.Namespace) -> int:
         images = torch.stack([test[i][0] for i in range(args.first, last)]).to(device)
     if len(images) == 0:
         raise ValueError(f"--first {args.first} is past the {len(test)} test samples")
-    title = f"{checkpoint['model_name']}, step {checkpoint['step']}"
+    title = f"{record.model_name}, step {progress.step}"
     print(f"wrote {viz.plot_model_transformations(model, images, out, title)}")
     if args.gif:
-        history = checkpoint.get("theta_history")
+        history = progress.theta_history
         if not history:
             raise ValueError(f"{args.checkpoint} kept no θ history to animate")
         print(f"wrote {viz.training_gif(model, history, out.with_suffix('.gif'))}")
     if args.curves:
         curves = out.with_name(f"{out.stem}-curves.png")
-        print(f"wrote {viz.plot_curves(checkpoint.get('history') or [], curves, title)}")
+        print(f"wrote {viz.plot_curves(progress.history, curves, title)}")
     return 0
 
 

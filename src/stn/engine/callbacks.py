@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from stn.engine.checkpoint import THETA_HISTORY
 from stn.io import format_markdown_table, write_csv, write_text_atomic
 from stn.modules.diagnostics import capture_transformers, theta_diagnostics
 
@@ -60,7 +61,7 @@ class ThetaHistory(Callback):
     epoch (:func:`stn.viz.training_gif` animates it): ``{"images": (S, ...), "epochs": [...], "theta":
     {name: (E, S, N, P)}}``. ``samples`` defaults to the config's ``theta_samples``."""
 
-    key = "theta_history"
+    key = THETA_HISTORY
 
     def __init__(self, samples: int | None = None) -> None:
         self.samples = samples
@@ -104,7 +105,8 @@ class Reports(Callback):
             return
         write_csv(history, trainer.run_dir / "metrics.csv")
         columns = ["epoch", "step", "lr"]
-        columns += [f"{split}_{m}" for split in ("train", "test") for m in trainer.task.metrics]
+        columns += [f"{split}_{m}" for split in ("train", "test", "val") for m in trainer.task.metrics]
+        columns = [c for c in columns if c in history[-1]]  # val_ with a validation set only
         columns += ["images_per_s"]
         columns += [k for k in history[-1] if k.endswith((".scale_mean", ".outside_frac"))]
         facts = "\n".join(f"- {k}: {v}" for k, v in summary.items())

@@ -21,13 +21,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-from stn.engine.options import RULES, check
+from stn.engine.options import NONFINITE_POLICIES, RULES, check
 
-__all__ = ["RESUMABLE_FIELDS", "SCHEDULES", "Preset", "TrainConfig"]
+__all__ = ["NONFINITE_POLICIES", "RESUMABLE_FIELDS", "SCHEDULES", "Preset", "TrainConfig"]
 
 # Fields a resumed run may change; every other field must match the checkpoint's.
 RESUMABLE_FIELDS = frozenset(
-    {"epochs", "iterations", "device", "tensorboard", "eval_batch_size", "channels_last", "num_workers"}
+    {"epochs", "iterations", "device", "tensorboard", "eval_batch_size", "channels_last", "num_workers", "on_nonfinite"}
 )
 _OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("step", "cosine")
@@ -60,6 +60,8 @@ class TrainConfig:
         tensorboard: also log to TensorBoard (needs the ``tensorboard`` package).
         eval_batch_size: batch size of evaluation.
         num_workers: data-loading processes for map-style datasets (0: in the training process).
+        on_nonfinite: what a non-finite loss does (:mod:`stn.engine.guards`): ``"stop"`` the run with one line
+            (its checkpoint stays the last finite one), ``"skip"`` the batch's step, or ``"raise"`` at once.
     """
 
     epochs: int = 10
@@ -84,6 +86,7 @@ class TrainConfig:
     tensorboard: bool = False
     eval_batch_size: int = 1000
     num_workers: int = 0
+    on_nonfinite: str = "stop"
 
     def __post_init__(self) -> None:
         if not isinstance(self.lr_milestones, (list, tuple)):
@@ -102,6 +105,8 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {', '.join(_OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+        if self.on_nonfinite not in NONFINITE_POLICIES:
+            raise ValueError(f"on_nonfinite must be one of {', '.join(NONFINITE_POLICIES)}, got {self.on_nonfinite!r}")
         if not isinstance(self.nesterov, bool):
             raise ValueError(f"nesterov must be True or False, got {self.nesterov!r}")
         if self.nesterov and (self.optimizer != "sgd" or self.momentum == 0):

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "NONFINITE_POLICIES",
     "RULES",
     "add_data_options",
     "add_device_option",
@@ -43,6 +44,8 @@ __all__ = [
     "positive_int",
 ]
 
+# What a non-finite training loss does: TrainConfig.on_nonfinite, --on-nan (stn.engine.guards).
+NONFINITE_POLICIES = ("stop", "skip", "raise")
 # name -> (python type, predicate, what the value must be). Floats must also be finite.
 RULES: dict[str, tuple[type, Callable[[Any], bool], str]] = {
     "epochs": (int, lambda v: v >= 1, "a positive integer"),
@@ -237,6 +240,15 @@ def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, 
     )
     option("--seed", "seed", "seed of the initialisation, data order and augmentation")
     parser.add_argument("--amp", action="store_true", default=None, help="float16 mixed precision (CUDA only)")
+    parser.add_argument(
+        "--on-nan",
+        dest="on_nonfinite",
+        choices=NONFINITE_POLICIES,
+        default=None,
+        help="what a non-finite (nan or inf) training loss does: stop the run with one line, its checkpoint the last "
+        "finite one; skip the batch's step (20 in a row stop); or raise with a traceback "
+        f"({default_text(presets, 'on_nonfinite')})",
+    )
     add_device_option(parser)
 
 

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -45,6 +46,12 @@ class Task:
         """What rebuilds the task with :func:`task_from_spec` (saved in checkpoints)."""
         return {"name": self.name}
 
+    @property
+    def chance_loss(self) -> float | None:
+        """The loss of uniform predictions (where a fresh classifier starts), None when the task has no such level;
+        the divergence guard measures the training loss against it (:mod:`stn.engine.guards`)."""
+        return None
+
     def _fail(self, output: Tensor, target: Tensor, expected: str) -> None:
         raise ValueError(
             f"the {self.name} task needs model outputs {expected}, but the model returned "
@@ -66,6 +73,10 @@ class ClassificationTask(Task):
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "num_classes": self.num_classes}
+
+    @property
+    def chance_loss(self) -> float:
+        return math.log(self.num_classes)
 
     def check_output(self, output: Tensor, target: Tensor) -> None:
         if output.shape != (len(target), self.num_classes) or target.dim() != 1:
@@ -94,6 +105,10 @@ class SequenceTask(Task):
 
     def spec(self) -> dict[str, Any]:
         return {"name": self.name, "positions": self.positions, "classes": self.classes}
+
+    @property
+    def chance_loss(self) -> float:
+        return self.positions * math.log(self.classes)
 
     def check_output(self, output: Tensor, target: Tensor) -> None:
         b = len(target)

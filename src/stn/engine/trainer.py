@@ -1,9 +1,11 @@
 """The training engine: one loop for every experiment and for a user's own model and data.
 
-:class:`Trainer` takes a model built by :func:`stn.models.create_model`, a training and an evaluation dataset,
-a :class:`~stn.engine.tasks.Task` and a :class:`~stn.engine.config.TrainConfig`; it builds neither model nor
-data. The schedule, AMP, DDP, the run folder and exact resume: docs/training.md. :func:`run_status` is the one
-rule for "already done / resume / refuse".
+:class:`Trainer` takes a model built by :func:`stn.models.create_model`, a training and an evaluation dataset
+(and optionally a validation one), a :class:`~stn.engine.tasks.Task` and a :class:`~stn.engine.config.TrainConfig`;
+it builds neither model nor data. Its pieces live beside it: the optimiser and schedule (:mod:`.optim`), evaluation
+(:mod:`.evaluation`), the run folder's rules (:mod:`.rundir`), the checkpoint's schema (:mod:`.checkpoint`), the
+guards against non-finite and diverging losses (:mod:`.guards`). The schedule, AMP, DDP, the run folder and exact
+resume: docs/training.md.
 
 Example:
     >>> import tempfile
@@ -23,308 +25,51 @@ Example:
 
 from __future__ import annotations
 
-import json
 import math
 import signal
-import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 from stn.data.datasets import block_seed
-from stn.data.specs import spec_differences
+from stn.engine.batches import first_samples, train_batches
 from stn.engine.callbacks import Callback, default_callbacks
-from stn.engine.checkpoint import CHECKPOINT_FILE, CheckpointError, load_checkpoint, save_checkpoint
-from stn.engine.config import RESUMABLE_FIELDS, TrainConfig
-from stn.engine.distributed import DistContext, all_reduce_sum, any_process, init_distributed
-from stn.engine.metrics import MetricsLog
+from stn.engine.checkpoint import (
+    CHECKPOINT_FILE,
+    RunRecord,
+    load_checkpoint,
+    restore_trainer,
+    save_checkpoint,
+    trainer_checkpoint,
+)
+from stn.engine.config import TrainConfig
+from stn.engine.distributed import all_reduce_sum, any_processes, init_distributed, peer_lost, resolve_device
+from stn.engine.evaluation import check_output, evaluate
+from stn.engine.guards import NonFiniteGuard, divergence_warning
+from stn.engine.metrics import POSTFIX_EVERY, MetricsLog, StepBar, epoch_line
+from stn.engine.optim import apply_lr_schedule, make_optimizer, schedule_change
+from stn.engine.rundir import (
+    check_run_folder,
+    check_same_run,
+    checkpoint_to_resume,
+    run_summary,
+    write_run_config,
+    write_summary,
+)
+from stn.engine.stopping import StopOnSignal, TrainResult
 from stn.engine.tasks import Task
-from stn.io import RunLock, remove_stale_temp_files, write_text_atomic
+from stn.io import RunLock, remove_stale_temp_files
 from stn.models.registry import model_spec
-from stn.modules import param_groups
 
-__all__ = [
-    "CONFIG_FILE",
-    "SUMMARY_FILE",
-    "TrainResult",
-    "Trainer",
-    "apply_lr_schedule",
-    "evaluate",
-    "learning_rate",
-    "make_optimizer",
-    "read_run_config",
-    "read_summary",
-    "resolve_device",
-    "run_status",
-]
-
-CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.json"
-_POSTFIX_EVERY = 10  # steps between progress-bar updates (each reads values back from the device)
-
-
-def resolve_device(name: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; otherwise ``torch.device(name)`` (checked to exist)."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} asked for, but CUDA is not available here; use --device cpu or auto")
-    return device
-
-
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    """The config's optimiser (SGD with momentum, or Adam) over :func:`stn.param_groups`: localisation nets at
-    ``lr * localization_lr_scale``, the rest at ``lr``."""
-    c = config
-    groups = param_groups(model, c.lr, c.localization_lr_scale)
-    if c.optimizer == "adam":
-        return torch.optim.Adam(groups, lr=c.lr, weight_decay=c.weight_decay)
-    return torch.optim.SGD(groups, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay, nesterov=c.nesterov)
-
-
-def learning_rate(
-    step: int,
-    total_steps: int,
-    base_lr: float,
-    milestones: tuple[float, ...],
-    gamma: float,
-    *,
-    schedule: str = "step",
-    warmup: float = 0.0,
-) -> float:
-    """The learning rate at ``step`` (counted from 0) of ``total_steps``.
-
-    ``schedule="step"`` (the paper's): ``base_lr * gamma ** k`` after ``k`` of the ``milestones`` (fractions of
-    ``total_steps``). ``schedule="cosine"``: ``base_lr * (1 + cos(pi * step / total_steps)) / 2``. Either is
-    multiplied by a linear warm-up ``min(1, (step + 1) / W)`` over the first ``W = round(warmup * total_steps)``
-    steps.
-
-    Example:
-        >>> [round(learning_rate(s, 150_000, 0.01, (1 / 3, 2 / 3), 0.1), 6) for s in (0, 50_000, 100_000)]
-        [0.01, 0.001, 0.0001]
-        >>> [round(learning_rate(s, 100, 0.1, (), 0.1, schedule="cosine", warmup=0.1), 4) for s in (0, 9, 50, 99)]
-        [0.01, 0.098, 0.05, 0.0]
-    """
-    if schedule == "cosine":
-        rate = base_lr * 0.5 * (1 + math.cos(math.pi * step / total_steps))
-    elif schedule == "step":
-        rate = base_lr * gamma ** sum(step >= round(m * total_steps) for m in milestones)
-    else:
-        raise ValueError(f"schedule must be 'step' or 'cosine', got {schedule!r}")
-    warm = round(warmup * total_steps)
-    return rate * min(1.0, (step + 1) / warm) if warm > 0 else rate
-
-
-def apply_lr_schedule(
-    optimizer: torch.optim.Optimizer,
-    step: int,
-    total_steps: int,
-    milestones: tuple[float, ...],
-    *,
-    gamma: float = 0.1,
-    schedule: str = "step",
-    warmup: float = 0.0,
-) -> float:
-    """Set every param group's lr to its ``initial_lr`` times the :func:`learning_rate` factor at ``step``.
-
-    ``initial_lr`` (the key ``torch.optim.lr_scheduler`` uses) is stored on the first call, so groups built at
-    different rates (:func:`make_optimizer`'s localisation group) keep their ratio to the base rate. The lrs depend on
-    ``step`` alone, not on earlier calls, so a resumed run gets the same rates. Returns the factor.
-
-    Example:
-        >>> from stn.models import create_model
-        >>> model = create_model("st-cnn-aff", in_shape=(1, 28, 28), target_params=20_000)
-        >>> opt = make_optimizer(model, TrainConfig(lr=0.01, localization_lr_scale=0.1))
-        >>> apply_lr_schedule(opt, 5_000, 10_000, (0.5, 0.75))
-        0.1
-        >>> [round(g["lr"], 6) for g in opt.param_groups]
-        [0.001, 0.0001]
-    """
-    factor = learning_rate(step, total_steps, 1.0, milestones, gamma, schedule=schedule, warmup=warmup)
-    for group in optimizer.param_groups:
-        group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
-    return factor
-
-
-# --- data ----------------------------------------------------------------------------------------------------
-
-
-def _has_epoch_tensors(data: Any) -> bool:
-    return callable(getattr(data, "epoch_tensors", None))
-
-
-def _to(batch: Any, device: torch.device) -> Any:
-    return batch.to(device, non_blocking=True) if isinstance(batch, Tensor) else batch
-
-
-def _eval_batches(
-    data: Dataset, batch_size: int, device: torch.device, ctx: DistContext, num_workers: int = 0
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """This process's share (every ``world_size``-th sample) of ``data`` in batches, on ``device``."""
-    if _has_epoch_tensors(data):
-        inputs, targets = data.epoch_tensors(0, device)
-        mine = torch.arange(ctx.rank, len(inputs), ctx.world_size, device=inputs.device)
-        for idx in mine.split(batch_size):
-            yield inputs[idx], targets[idx]
-        return
-    share = Subset(data, range(ctx.rank, len(data), ctx.world_size))
-    loader = DataLoader(
-        share,
-        batch_size,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        generator=torch.Generator().manual_seed(0),  # not the global RNG: evaluating must not change training
-    )
-    for x, y in loader:
-        yield _to(x, device), _to(y, device)
-
-
-@torch.no_grad()
-def evaluate(
-    model: nn.Module,
-    data: Dataset,
-    task: Task,
-    *,
-    batch_size: int = 1000,
-    device: torch.device | str | None = None,
-    ctx: DistContext | None = None,
-    num_workers: int = 0,
-) -> dict[str, float]:
-    """Every metric of ``task`` (``{"loss": ..., "error": ...}``) of ``model`` on ``data``, averaged over samples.
-
-    ``data`` is any map-style dataset of ``(input, target)`` (or one with ``epoch_tensors``). With a distributed
-    ``ctx`` each process scores its share and the sums are combined.
-
-    Example:
-        >>> from torch.utils.data import TensorDataset
-        >>> from stn.engine.tasks import ClassificationTask
-        >>> data = TensorDataset(torch.eye(4), torch.tensor([0, 1, 2, 0]))
-        >>> evaluate(nn.Identity(), data, ClassificationTask(4))["error"]
-        0.25
-    """
-    ctx = ctx or DistContext()
-    device = torch.device(device) if device is not None else next(model.parameters(), torch.empty(0)).device
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(len(task.metrics) + 1, dtype=torch.float64, device=device)
-    for x, y in _eval_batches(data, batch_size, device, ctx, num_workers):
-        _, batch = task.evaluate(model(x), y)
-        sums += torch.cat([batch, batch.new_tensor([len(y)])])
-    model.train(was_training)
-    *totals, count = all_reduce_sum(sums, ctx).tolist()
-    return {name: total / max(count, 1) for name, total in zip(task.metrics, totals)}
-
-
-# --- the run folder ------------------------------------------------------------------------------------------
-
-
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """The ``config.json`` of a run folder: ``{"config", "model", "task", "data"}``.
-
-    Raises:
-        FileNotFoundError: no ``config.json`` there.
-        ValueError: it is damaged (the message names the file).
-    """
-    path = Path(run_dir) / CONFIG_FILE
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-        TrainConfig.from_dict(saved["config"])
-    except FileNotFoundError:
-        raise FileNotFoundError(f"no run in {run_dir}: {path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(
-            f"{path} is damaged: not valid JSON ({err}); fix or delete it, or use another folder"
-        ) from None
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"{path} is damaged ({err}); fix or delete it, or use another folder") from None
-    return saved
-
-
-def run_status(
-    run_dir: str | Path,
-    config: TrainConfig,
-    data_spec: Mapping[str, Any] | None = None,
-    model_options: Mapping[str, Any] | None = None,
-) -> str:
-    """The one rule for a run folder: ``"new"`` (neither a checkpoint nor a finished run), ``"done"`` (a finished
-    run, its ``summary.json``, of the same recipe, data, length and ``model_options``, the factory arguments the
-    caller chose: nothing to do) or ``"resume"`` (anything else; the :class:`Trainer` then refuses, with
-    :class:`CheckpointError`, a checkpoint made with another model, task, recipe or data, and with
-    ``FileExistsError`` a finished run whose checkpoint is gone).
-
-    A finished run stays ``"done"`` without its ``checkpoint.pt`` (the results folders in git keep none), so
-    running a results command again never retrains and overwrites it. ``config.json`` is read, so a damaged one
-    raises ``ValueError`` naming it.
-    """
-    run_dir = Path(run_dir)
-    if not (run_dir / SUMMARY_FILE).is_file():
-        return "resume" if (run_dir / CHECKPOINT_FILE).is_file() else "new"
-    saved = read_run_config(run_dir)
-    same_recipe = not TrainConfig.from_dict(saved["config"]).differences(
-        config, ignore=RESUMABLE_FIELDS - {"epochs", "iterations"}
-    )
-    same_data = data_spec is None or not spec_differences(saved.get("data", {}), data_spec)
-    kwargs = saved["model"]["kwargs"]
-    same_model = all(k in kwargs and kwargs[k] == v for k, v in (model_options or {}).items())
-    return "done" if same_recipe and same_data and same_model else "resume"
-
-
-def read_summary(run_dir: str | Path) -> dict[str, Any]:
-    """The ``summary.json`` a finished run wrote."""
-    return json.loads((Path(run_dir) / SUMMARY_FILE).read_text(encoding="utf-8"))
-
-
-@dataclass
-class TrainResult:
-    """How :meth:`Trainer.fit` ended: ``status`` is ``"finished"`` or ``"interrupted"`` (then ``signal`` is set)."""
-
-    run_dir: Path
-    status: str
-    step: int
-    total_steps: int
-    summary: dict[str, Any] = field(default_factory=dict)
-    signal: int | None = None
-    is_main: bool = True  # False in the other processes of a data-parallel run
-
-    @property
-    def finished(self) -> bool:
-        return self.status == "finished"
-
-
-class _StopOnSignal:
-    """Turns the first SIGINT / SIGTERM into a request to stop after the current step; a second SIGINT aborts."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum: int, _frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signum = signum
-        tqdm.write(
-            f"{signal.Signals(signum).name} received: saving a checkpoint after this step "
-            "(Ctrl-C again aborts without saving)"
-        )
-
-    def __enter__(self) -> _StopOnSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+__all__ = ["Trainer"]
 
 
 class Trainer:
@@ -336,7 +81,8 @@ class Trainer:
         task: the loss and metrics (:mod:`stn.engine.tasks`).
         config: the recipe.
         callbacks: what runs besides the loop (default :func:`~stn.engine.callbacks.default_callbacks`).
-        run_dir: the run folder; must not hold another run's checkpoint unless ``resume``.
+        run_dir: the run folder: new, empty, or an stn run (a non-empty folder of other files is refused unless
+            ``force``); must not hold another run's checkpoint unless ``resume``.
         resume: continue from ``run_dir/checkpoint.pt`` when it exists (start afresh when it does not).
         data_spec: JSON-able description of the data (saved, compared on resume, used by ``stn eval`` to rebuild
             the evaluation set); ``{}`` for data only the caller knows.
@@ -344,13 +90,17 @@ class Trainer:
         progress: show a tqdm progress bar and per-epoch lines.
         command: the command line that trains the run, kept in ``summary.json`` so that a results folder says
             how each of its runs was made (a folder can gather runs of several commands).
+        val_data: a validation set, scored like ``eval_data`` after every epoch: ``val_<metric>`` in each
+            epoch's record; ``summary.json`` adds the last epoch's and the best epoch's (``best_val_<primary>``,
+            ``best_val_epoch``). Nothing stops early on it.
+        force: write into a non-empty folder that is not an stn run.
 
     The folder is locked (:class:`stn.io.RunLock`) from construction until :meth:`fit` returns.
 
     Raises:
-        ValueError: a model not built by ``create_model``, a batch size that does not divide over the processes
-            or exceeds the training set, or a model output the task cannot score.
-        FileExistsError: ``run_dir`` holds a checkpoint and ``resume`` is false.
+        ValueError: a model not built by ``create_model``, an unknown device, a batch size that does not divide
+            over the processes or exceeds the training set, or a model output the task cannot score.
+        FileExistsError: ``run_dir`` holds a checkpoint and ``resume`` is false, or other files than a run's.
         CheckpointError: the checkpoint is corrupt or was made with another model, task, recipe or data.
         stn.io.RunLockedError: another process is writing ``run_dir``.
     """
@@ -370,6 +120,8 @@ class Trainer:
         title: str | None = None,
         progress: bool = True,
         command: str | None = None,
+        val_data: Dataset | None = None,
+        force: bool = False,
     ) -> None:
         spec = model_spec(model)
         if spec is None:
@@ -378,6 +130,7 @@ class Trainer:
                 "otherwise), so that its checkpoint can rebuild it; register your own with @register_model"
             )
         self.config, self.task, self.run_dir = config, task, Path(run_dir)
+        self.train_data, self.eval_data, self.val_data = train_data, eval_data, val_data
         self.model_spec = spec
         self.data_spec = dict(data_spec or {})
         self.title = title or spec["name"]
@@ -394,29 +147,23 @@ class Trainer:
             raise ValueError(
                 f"batch_size {config.batch_size} must divide evenly over the {self.ctx.world_size} processes"
             )
-        self._lock = RunLock(self.run_dir) if self.ctx.is_main else None
-        if self._lock is not None:
-            self._lock.acquire()  # first: a second process on the folder fails before any work
+        self._lock = None
+        if self.ctx.is_main:
+            check_run_folder(self.run_dir, force=force)
+            self._lock = RunLock(self.run_dir).acquire()  # first: a second process on the folder fails before any work
         try:
-            self._build(model, train_data, eval_data, callbacks, resume)
+            self._build(model, callbacks, resume)
         except BaseException:
             self.close()
             raise
 
-    def _build(
-        self,
-        model: nn.Module,
-        train_data: Dataset,
-        eval_data: Dataset,
-        callbacks: Sequence[Callback] | None,
-        resume: bool,
-    ) -> None:
-        config = self.config
-        self.train_data, self.eval_data = train_data, eval_data
+    def _build(self, model: nn.Module, callbacks: Sequence[Callback] | None, resume: bool) -> None:
+        config, train_data, eval_data, val_data = self.config, self.train_data, self.eval_data, self.val_data
         if len(train_data) < config.batch_size:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(train_data)} training samples")
-        if len(eval_data) == 0:
-            raise ValueError("the evaluation data is empty")
+        for name, data in (("evaluation", eval_data), ("validation", val_data)):
+            if data is not None and len(data) == 0:
+                raise ValueError(f"the {name} data is empty")
         self.steps_per_epoch = len(train_data) // config.batch_size
         self.total_steps = config.iterations or config.epochs * self.steps_per_epoch
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
@@ -431,9 +178,12 @@ class Trainer:
             if self.ctx.distributed
             else self.model
         )
+        eager = self.device.type == "cpu" and not self.ctx.distributed  # reading the loss costs nothing there
+        self.guard = NonFiniteGuard(config.on_nonfinite, self.device, config.lr, eager=eager)
         self.callbacks = list(default_callbacks() if callbacks is None else callbacks)
         self._eval_inputs: Tensor | None = None
-        self.input_shape = self._check_output()
+        self._diverged = False  # the divergence warning was given
+        self.input_shape = check_output(self.model, self.task, self.eval_data, self.device, self.model_spec["name"])
         self.step = 0
         self.epoch_sums = self._zero_sums()  # metric sums and sample count of the current epoch
         self.epoch_time = 0.0  # seconds in training steps, current epoch
@@ -449,31 +199,8 @@ class Trainer:
     def eval_inputs(self, count: int) -> Tensor:
         """The first ``count`` evaluation inputs, on the device (cached)."""
         if self._eval_inputs is None or len(self._eval_inputs) < min(count, len(self.eval_data)):
-            self._eval_inputs = self._eval_samples(max(count, 1))[0]
+            self._eval_inputs = first_samples(self.eval_data, max(count, 1), self.device)[0]
         return self._eval_inputs[:count]
-
-    def _eval_samples(self, count: int) -> tuple[Tensor, Tensor]:
-        """The first ``count`` evaluation inputs and targets, on the device."""
-        n = min(count, len(self.eval_data))
-        if _has_epoch_tensors(self.eval_data):
-            inputs, targets = self.eval_data.epoch_tensors(0, self.device)
-            return inputs[:n], targets[:n]
-        inputs, targets = zip(*(self.eval_data[i] for i in range(n)))
-        return torch.stack(inputs).to(self.device), torch.stack([torch.as_tensor(t) for t in targets]).to(self.device)
-
-    def _check_output(self) -> tuple[int, ...]:
-        """Run the model on two evaluation samples and let the task check the output; returns the input shape."""
-        x, y = self._eval_samples(2)
-        with torch.no_grad():
-            out = self.model.eval()(x)
-        self.model.train()
-        if not isinstance(out, Tensor):
-            raise ValueError(f"model {self.model_spec['name']!r} must return one tensor, got {type(out).__name__}")
-        try:
-            self.task.check_output(out, y)
-        except ValueError as err:
-            raise ValueError(f"model {self.model_spec['name']!r} does not fit the data: {err}") from None
-        return tuple(x.shape[1:])
 
     def _zero_sums(self) -> Tensor:
         return torch.zeros(len(self.task.metrics) + 1, dtype=torch.float64, device=self.device)
@@ -485,98 +212,49 @@ class Trainer:
         self._clock = now
         return self.elapsed
 
+    def _evaluate(self, data: Dataset) -> dict[str, float]:
+        c = self.config
+        return evaluate(
+            self.model, data, self.task, batch_size=c.eval_batch_size, device=self.device, ctx=self.ctx,
+            num_workers=c.num_workers,
+        )  # fmt: skip
+
     # --- checkpoints ------------------------------------------------------------------------------------------
 
     @property
     def checkpoint_path(self) -> Path:
         return self.run_dir / CHECKPOINT_FILE
 
-    def _run_config(self) -> dict[str, Any]:
-        return {
-            "config": self.config.to_dict(),
-            "model": self.model_spec,
-            "task": self.task.spec(),
-            "data": self.data_spec,
-        }
+    def record(self) -> RunRecord:
+        """What this run is (:class:`~stn.engine.checkpoint.RunRecord`): model, task, data, recipe."""
+        spec, source = self.model_spec, getattr(self.train_data, "source", None)
+        return RunRecord(
+            spec["name"], spec["kwargs"], self.task.spec(), self.data_spec, self.config.to_dict(), self.input_shape,
+            source,
+        )  # fmt: skip
 
     def _restore(self, resume: bool) -> None:
-        if not self.checkpoint_path.exists():
-            if (self.run_dir / SUMMARY_FILE).is_file():  # a finished run kept without its checkpoint (results/)
-                raise FileExistsError(
-                    f"{self.run_dir} holds a finished run whose {CHECKPOINT_FILE} is gone, so it can be neither "
-                    "continued nor replaced in place; choose another --out, or delete the folder to train it afresh"
-                )
+        path = checkpoint_to_resume(self.run_dir, resume)
+        if path is None:
             return
-        if not resume:
-            raise FileExistsError(
-                f"{self.run_dir} already holds a run; pass --resume to continue it or choose another --out"
-            )
-        state = load_checkpoint(self.checkpoint_path, map_location=self.device)
-        try:
-            saved = TrainConfig.from_dict(state["config"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise CheckpointError(f"{self.checkpoint_path} holds an unreadable configuration: {err}") from err
-        differences = saved.differences(self.config)
-        was = {"model": (state["model_name"], state["model_kwargs"]), "task": state.get("task")}
-        now = {"model": (self.model_spec["name"], self.model_spec["kwargs"]), "task": self.task.spec()}
-        differences |= {key: (was[key], now[key]) for key in now if was[key] != now[key]}
-        differences |= {f"data.{k}": v for k, v in spec_differences(state.get("data", {}), self.data_spec).items()}
-        if differences:
-            listed = "; ".join(f"{k}: checkpoint {a!r}, now {b!r}" for k, (a, b) in differences.items())
-            raise CheckpointError(f"cannot resume {self.checkpoint_path} with another configuration ({listed})")
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-        except (RuntimeError, ValueError, KeyError) as err:
-            raise CheckpointError(f"{self.checkpoint_path} does not fit the model: {err}") from err
-        self.scaler.load_state_dict(state["scaler"])
-        self.step = state["step"]
-        self.epoch_sums = state["epoch_sums"].to(self.device)
-        self.epoch_time, self.train_time, self.elapsed = state["epoch_time"], state["train_time"], state["elapsed"]
-        self.history = list(state["history"])
-        for callback in self.callbacks:
-            if callback.key is not None and callback.key in state:
-                callback.load_state_dict(state[callback.key])
-        torch.set_rng_state(state["rng"]["cpu"].cpu())
-        if self.device.type == "cuda" and state["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(state["rng"]["cuda"].cpu(), self.device)
+        state = load_checkpoint(path, map_location=self.device)
+        check_same_run(path, state, self.record())
+        was = restore_trainer(self, state, path).total_steps
+        if was not in (None, self.total_steps) and self.step < self.total_steps and self.ctx.is_main:
+            tqdm.write(f"{self.title}: {schedule_change(self.config, self.step, was, self.total_steps)}")
 
     def _save(self, finished: bool = False) -> None:
-        if not self.ctx.is_main:
-            return
-        rng = {"cpu": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        state = {
-            "config": self.config.to_dict(),
-            "model_name": self.model_spec["name"],
-            "model_kwargs": self.model_spec["kwargs"],
-            "model": self.model.state_dict(),
-            "input_shape": self.input_shape,
-            "task": self.task.spec(),
-            "data": self.data_spec,
-            "source": getattr(self.train_data, "source", None),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "total_steps": self.total_steps,
-            "epoch_sums": self.epoch_sums.cpu(),
-            "epoch_time": self.epoch_time,
-            "train_time": self.train_time,
-            "elapsed": self._tick(),
-            "history": self.history,
-            "rng": rng,
-            "finished": finished,
-        }
-        for callback in self.callbacks:
-            if callback.key is not None:
-                state[callback.key] = callback.state_dict()
-        save_checkpoint(state, self.checkpoint_path)
+        """Write the checkpoint, from finite weights only (else stop as the guard's policy says)."""
+        self.guard.look()
+        self.guard.check_weights(self.step, self.model.state_dict().values())
+        if self.ctx.is_main:
+            save_checkpoint(trainer_checkpoint(self, finished=finished, elapsed=self._tick()), self.checkpoint_path)
 
     # --- the loop ---------------------------------------------------------------------------------------------
 
     def train_step(self, x: Tensor, y: Tensor) -> Tensor:
-        """One optimiser step on a batch; returns the float64 metric sums and the sample count."""
+        """One optimiser step on a batch; returns the float64 metric sums and the sample count (zeros for a batch
+        whose step the guard skipped)."""
         with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.config.amp):
             loss, sums = self.task.evaluate(self.net(x), y)
         self.optimizer.zero_grad(set_to_none=True)
@@ -584,53 +262,34 @@ class Trainer:
         if self.config.clip_grad_norm is not None:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_grad_norm)
+        skipping = self.guard.policy == "skip" and not self.config.amp  # AMP's scaler skips overflowing gradients
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None] if skipping else []
+        if not self.guard.check(self.step, loss, grads):
+            self.scaler.update()
+            return self._zero_sums()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return torch.cat([sums.detach(), sums.new_tensor([len(y)])])
 
-    def _train_batches(self, epoch: int, first: int, last: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """Batches ``first`` to ``last - 1`` of ``epoch``: this process's slice of each global batch."""
-        c = self.config
-        per_rank = c.batch_size // self.ctx.world_size
-        lo, hi = self.ctx.rank * per_rank, (self.ctx.rank + 1) * per_rank
-        generator = torch.Generator().manual_seed(block_seed("order", c.seed, epoch))
-        order = torch.randperm(len(self.train_data), generator=generator)
-        if _has_epoch_tensors(self.train_data):
-            inputs, targets = self.train_data.epoch_tensors(epoch, self.device)
-            order = order.to(self.device)
-            for i in range(first, last):
-                idx = order[i * c.batch_size : (i + 1) * c.batch_size][lo:hi]
-                yield inputs[idx], targets[idx]
-            return
-        set_epoch = getattr(self.train_data, "set_epoch", None)
-        if callable(set_epoch):
-            set_epoch(epoch)
-        batches = [order[i * c.batch_size : (i + 1) * c.batch_size][lo:hi].tolist() for i in range(first, last)]
-        loader = DataLoader(
-            self.train_data,
-            batch_sampler=batches,
-            num_workers=c.num_workers,
-            pin_memory=self.device.type == "cuda",
-            generator=generator,  # the workers' seeds; the global RNG (dropout...) stays the model's alone
-        )
-        for x, y in loader:
-            yield _to(x, self.device), _to(y, self.device)
+    def _poll(self, signalled: bool) -> bool:
+        """After each step: whether any process was asked to stop. Raises (the guard's policy) for a non-finite loss
+        seen by any process; outside a data-parallel run a GPU's guard is read every few steps only."""
+        if self.ctx.distributed:
+            signalled, bad = any_processes([signalled, self.guard.flag()], self.ctx, self.device)
+            if bad:
+                self.guard.look(self.step - 1)
+        elif self.step % POSTFIX_EVERY == 0 and not self.guard.eager:
+            self.guard.look()
+        return signalled
 
     def _end_epoch(self, epoch: int, lr: float, log: MetricsLog | None) -> dict[str, Any]:
-        c = self.config
         *train_sums, seen = all_reduce_sum(self.epoch_sums, self.ctx).tolist()
-        test = evaluate(
-            self.model,
-            self.eval_data,
-            self.task,
-            batch_size=c.eval_batch_size,
-            device=self.device,
-            ctx=self.ctx,
-            num_workers=c.num_workers,
-        )
         record: dict[str, Any] = {"epoch": epoch + 1, "step": self.step, "lr": lr}
         record |= {f"train_{m}": s / max(seen, 1) for m, s in zip(self.task.metrics, train_sums)}
-        record |= {f"test_{m}": v for m, v in test.items()}
+        record |= {f"test_{m}": v for m, v in self._evaluate(self.eval_data).items()}
+        if self.val_data is not None:
+            record |= {f"val_{m}": v for m, v in self._evaluate(self.val_data).items()}
+        record |= self.guard.end_epoch(epoch + 1)
         record |= {
             "images_per_s": seen / max(self.epoch_time, 1e-9),
             "epoch_time_s": self.epoch_time,
@@ -643,13 +302,29 @@ class Trainer:
         if log is not None:
             log.append(record, step=self.step)
             if self.progress:
-                tqdm.write(self._epoch_line(record))
+                tqdm.write(epoch_line(record, self.task.metrics, self.num_epochs))
+            diverges = not self._diverged and divergence_warning(self.history, self.task.chance_loss, self.config.lr)
+            if diverges:  # said once
+                self._diverged = True
+                warnings.warn(f"{self.title}: {diverges}", RuntimeWarning, stacklevel=2)
         return record
 
     def fit(self) -> TrainResult:
-        """Train to ``total_steps`` (or until SIGINT / SIGTERM) and return how it ended; then :meth:`close`."""
+        """Train to ``total_steps`` (or until SIGINT / SIGTERM) and return how it ended; then :meth:`close`.
+
+        Raises:
+            stn.engine.guards.NonFiniteError: a non-finite loss with ``on_nonfinite="stop"`` (or too many skipped);
+                the checkpoint on disk is the last one with finite weights.
+            stn.engine.distributed.PeerLostError: another process of a data-parallel run died.
+            OSError: the checkpoint cannot be written (a full disk is said so; the previous one stays).
+        """
         try:
             return self._fit()
+        except RuntimeError as err:
+            lost = peer_lost(err, self.ctx)
+            if lost is None:
+                raise
+            raise lost from None
         finally:
             self.close()
 
@@ -664,54 +339,37 @@ class Trainer:
         log = None
         if self.ctx.is_main:
             remove_stale_temp_files(self.run_dir)
-            write_text_atomic(self.run_dir / CONFIG_FILE, json.dumps(self._run_config(), indent=2) + "\n")
+            write_run_config(self.run_dir, self.record())
             log = MetricsLog(self.run_dir, self.history, tensorboard=c.tensorboard)
         if self.step == 0 and not self.history:  # a fresh run: dropout & co. draw from the seed (resume restores)
             torch.manual_seed(block_seed("train", c.seed))
         for callback in self.callbacks:
             callback.on_fit_start(self)
-        bar = tqdm(
-            total=self.total_steps,
-            initial=self.step,
-            unit="step",
-            dynamic_ncols=True,
-            desc=self.title,
-            disable=not (self.progress and self.ctx.is_main),
-        )
+        bar = StepBar(self.total_steps, self.step, self.title, enabled=self.progress and self.ctx.is_main)
         interrupted = False
         try:
-            with _StopOnSignal() as stop:
+            with StopOnSignal() as stop:
                 while self.step < self.total_steps and not interrupted:
                     epoch = self.step // self.steps_per_epoch
                     first = self.step - epoch * self.steps_per_epoch
                     last = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
-                    lr = c.lr
-                    for x, y in self._train_batches(epoch, first, last):
+                    lr, shown = c.lr, f"{epoch + 1}/{self.num_epochs}"
+                    batches = train_batches(
+                        self.train_data, c.batch_size, c.seed, epoch, first, last, self.ctx, self.device, c.num_workers
+                    )
+                    for x, y in batches:
                         start = time.perf_counter()
-                        factor = apply_lr_schedule(
-                            self.optimizer,
-                            self.step,
-                            self.total_steps,
-                            c.lr_milestones,
-                            gamma=c.lr_gamma,
-                            schedule=c.schedule,
-                            warmup=c.warmup,
-                        )
-                        lr = c.lr * factor
+                        lr = c.lr * apply_lr_schedule(
+                            self.optimizer, self.step, self.total_steps, c.lr_milestones, gamma=c.lr_gamma,
+                            schedule=c.schedule, warmup=c.warmup,
+                        )  # fmt: skip
                         self.epoch_sums += self.train_step(x, y)
                         self.step += 1
                         took = time.perf_counter() - start
                         self.epoch_time += took
                         self.train_time += took
-                        bar.update(1)
-                        if self.step % _POSTFIX_EVERY == 0 and not bar.disable:
-                            *sums, seen = self.epoch_sums.tolist()
-                            bar.set_postfix(
-                                epoch=f"{epoch + 1}/{self.num_epochs}",
-                                loss=f"{sums[0] / seen:.3f}",
-                                img_s=f"{seen * self.ctx.world_size / self.epoch_time:.0f}",
-                            )
-                        interrupted = any_process(stop.signum is not None, self.ctx, self.device)
+                        bar.update(self.step, shown, self.epoch_sums, self.epoch_time, self.ctx.world_size)
+                        interrupted = self._poll(stop.signum is not None)
                         if interrupted:
                             break
                     if self.step == epoch * self.steps_per_epoch + last:  # the epoch is complete
@@ -731,47 +389,9 @@ class Trainer:
             return TrainResult(
                 self.run_dir, "interrupted", self.step, self.total_steps, signal=signum, is_main=self.ctx.is_main
             )
-        self.summary = summary = self._summary()
+        self.summary = summary = run_summary(self, elapsed=self._tick())
         if self.ctx.is_main:
-            write_text_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+            write_summary(self.run_dir, summary)
             for callback in self.callbacks:
                 callback.on_fit_end(self, summary)
         return TrainResult(self.run_dir, "finished", self.step, self.total_steps, summary, is_main=self.ctx.is_main)
-
-    # --- reports ----------------------------------------------------------------------------------------------
-
-    def _summary(self) -> dict[str, Any]:
-        last = self.history[-1] if self.history else {}
-        return {
-            "title": self.title,
-            "model": self.model_spec["name"],
-            "data": self.data_spec,
-            "source": getattr(self.train_data, "source", None),
-            "task": self.task.name,
-            "primary": self.task.primary,
-            "seed": self.config.seed,
-            "params": sum(p.numel() for p in self.model.parameters()),
-            "steps": self.step,
-            "epochs": len(self.history),
-            "train_samples": len(self.train_data),
-            "test_samples": len(self.eval_data),
-            **{f"test_{m}": last.get(f"test_{m}") for m in self.task.metrics},
-            **{f"train_{m}": last.get(f"train_{m}") for m in self.task.metrics},
-            "time_s": self._tick(),
-            "images_per_s": self.step * self.config.batch_size / max(self.train_time, 1e-9),
-            "command": self.command,
-        }
-
-    def _epoch_line(self, record: dict[str, Any]) -> str:
-        parts = [f"epoch {record['epoch']}/{self.num_epochs}", f"lr {record['lr']:.2g}"]
-        for split in ("train", "test"):
-            for m in self.task.metrics:
-                value = record[f"{split}_{m}"]
-                parts.append(f"{split} {m} {value:.4f}" if m == "loss" else f"{split} {m} {100 * value:.2f}%")
-        parts.append(f"{record['images_per_s']:.0f} img/s")
-        for key, value in record.items():
-            if key.endswith(".scale_mean"):
-                parts.append(f"{key} {value:.2f}")
-            elif key.endswith((".outside_frac", ".nonfinite_frac")) and (value or key.endswith("outside_frac")):
-                parts.append(f"{key} {100 * value:.1f}%")
-        return "  ".join(parts)

@@ -23,6 +23,7 @@ __all__ = [
     "add_common_arguments",
     "budget_help",
     "config_from_args",
+    "make_trainer",
     "spec_trainer",
     "train_run",
     "trained_model",
@@ -91,6 +92,54 @@ def spec_trainer(
     return Trainer(model, train, test, task, config, run_dir=run_dir, data_spec=spec, **{"resume": True, **options})
 
 
+def make_trainer(
+    variant: str,
+    model: str,
+    config: TrainConfig,
+    run_dir: str | Path,
+    *,
+    model_options: dict[str, Any] | None = None,
+    num_train: int | None = None,
+    num_test: int | None = None,
+    data_dir: str | None = None,
+    download: bool = False,
+    resume: bool = False,
+    progress: bool = True,
+    figures: bool = True,
+    command: str | None = None,
+    force: bool = False,
+) -> Trainer:
+    """The :class:`~stn.engine.trainer.Trainer` of one distorted-MNIST run: ``model`` (initialised from the
+    config's seed) on ``variant`` with the classification task (used by Table 1, ``stn train``, ``stn demo``, MNIST
+    addition and the co-localisation encoder). ``force``: train in a non-empty folder that is not an stn run."""
+
+    from stn.data import variant_info
+    from stn.data.specs import distorted_mnist_spec
+    from stn.engine.callbacks import default_callbacks
+    from stn.engine.tasks import ClassificationTask
+    from stn.models import create_model
+
+    spec = distorted_mnist_spec(
+        variant, seed=config.seed, num_train=num_train, num_test=num_test, root=data_dir, download=download
+    )
+    info = variant_info(variant)
+    shape = (info.channels, *info.image_size)
+    net = create_model(model, seed=config.seed, in_shape=shape, num_classes=info.num_classes, **(model_options or {}))
+    return spec_trainer(
+        net,
+        spec,
+        ClassificationTask(info.num_classes),
+        config,
+        run_dir,
+        callbacks=default_callbacks(figures=figures),
+        resume=resume,
+        title=f"{model} on {variant}",
+        progress=progress,
+        command=command,
+        force=force,
+    )
+
+
 def train_run(
     label: str,
     run_dir: Path,
@@ -100,10 +149,10 @@ def train_run(
     model_options: Mapping[str, Any] | None = None,
 ) -> Trainer | int | None:
     """Train (or resume) the run in ``run_dir`` with the trainer ``make()`` builds, unless
-    :func:`~stn.engine.trainer.run_status` finds it finished with ``config``, ``spec`` and ``model_options``: then
+    :func:`~stn.engine.rundir.run_status` finds it finished with ``config``, ``spec`` and ``model_options``: then
     None. Returns the :class:`~stn.engine.trainer.Trainer` after a finished fit, or 128 + the signal that
     interrupted it."""
-    from stn.engine.trainer import run_status
+    from stn.engine.rundir import run_status
 
     if run_status(run_dir, config, spec, model_options) == "done":
         print(f"{label}: finished before, skipped ({run_dir})")
@@ -123,7 +172,7 @@ def trained_model(
     """The model of :func:`train_run`'s run (loaded from its checkpoint when it had finished before), 128 + the
     signal that interrupted it, or None in the other processes of a data-parallel run (the main one reports)."""
     from stn.engine.checkpoint import load_model
-    from stn.engine.trainer import resolve_device
+    from stn.engine.distributed import resolve_device
 
     trained = train_run(label, run_dir, config, spec, make)
     if isinstance(trained, int):

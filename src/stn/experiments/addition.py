@@ -27,13 +27,9 @@ import torch
 from stn.data.specs import distorted_mnist_spec
 from stn.engine.config import Preset
 from stn.engine.options import add_standardize_option, chosen_model_options, positive_int
-from stn.engine.trainer import Trainer, read_summary
-from stn.experiments._common import (
-    add_common_arguments,
-    config_from_args,
-    train_run,
-)
-from stn.experiments.table1 import make_trainer
+from stn.engine.rundir import read_summary
+from stn.engine.trainer import Trainer
+from stn.experiments._common import add_common_arguments, config_from_args, make_trainer, train_run
 from stn.io import markdown_table, write_report
 from stn.modules.diagnostics import capture_transformers
 

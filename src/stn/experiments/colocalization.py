@@ -33,12 +33,17 @@ from stn.coords import box_iou
 from stn.data import load_mnist
 from stn.data.datasets import colocalization_set
 from stn.data.specs import distorted_mnist_spec
-from stn.engine.checkpoint import build_model, load_checkpoint
+from stn.engine.checkpoint import Progress, RunRecord, build_model, load_checkpoint
 from stn.engine.config import Preset, TrainConfig
+from stn.engine.distributed import resolve_device
 from stn.engine.options import positive_int
-from stn.engine.trainer import resolve_device
-from stn.experiments._common import add_common_arguments, config_from_args, finished_checkpoint, train_run
-from stn.experiments.table1 import make_trainer
+from stn.experiments._common import (
+    add_common_arguments,
+    config_from_args,
+    finished_checkpoint,
+    make_trainer,
+    train_run,
+)
 from stn.io import format_markdown_table, write_report
 from stn.models import create_model
 from stn.models.appendix import ActivationEncoder
@@ -124,15 +129,16 @@ def _encoder(args: argparse.Namespace, config: TrainConfig) -> tuple[ActivationE
             raise KeyboardInterrupt("the encoder's training was interrupted; run the command again to resume")
         path = finished_checkpoint("encoder", path)
     checkpoint = load_checkpoint(path)
-    if tuple(checkpoint["model_kwargs"]["in_shape"])[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
-        raise ValueError(f"{path}: the encoder must take 28x28 digits, got {checkpoint['model_kwargs']}")
+    record, progress = RunRecord.of(checkpoint), Progress.of(checkpoint)
+    if tuple(record.model_kwargs["in_shape"])[-2:] != (DIGIT_SIZE, DIGIT_SIZE):
+        raise ValueError(f"{path}: the encoder must take 28x28 digits, got {record.model_kwargs}")
     model = build_model(checkpoint).eval()
     encoder = create_model("coloc-encoder", classifier=model).eval()
     for p in encoder.parameters():
         p.requires_grad_(False)
-    error = (checkpoint.get("history") or [{}])[-1].get("test_error")
-    data = checkpoint.get("data", {}).get("variant", "unknown data")
-    about = f"`{checkpoint['model_name']}` trained {checkpoint['step']} steps on {data}"
+    error = (progress.history or [{}])[-1].get("test_error")
+    data = record.data.get("variant", "unknown data")
+    about = f"`{record.model_name}` trained {progress.step} steps on {data}"
     return encoder, about + (f" (test error {100 * error:.2f}%)" if error is not None else "")
 
 

@@ -26,22 +26,13 @@ import time
 from collections.abc import Mapping
 from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from stn.engine.config import Preset
 from stn.engine.options import add_data_options, add_standardize_option, chosen_model_options, name_list, positive_int
-from stn.experiments._common import (
-    add_common_arguments,
-    config_from_args,
-    spec_trainer,
-    train_run,
-)
+from stn.experiments._common import add_common_arguments, config_from_args, make_trainer, train_run
 from stn.experiments.selection import choose_by_validation, has_validation
 from stn.io import markdown_table, write_report
-
-if TYPE_CHECKING:
-    from stn.engine.config import TrainConfig
-    from stn.engine.trainer import Trainer
 
 __all__ = [
     "BUDGETS",
@@ -50,7 +41,6 @@ __all__ = [
     "RUN_ORDER",
     "VARIANTS",
     "add_arguments",
-    "make_trainer",
     "run",
     "write_table",
 ]
@@ -153,52 +143,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
     add_data_options(parser)
     add_standardize_option(parser)
-
-
-def make_trainer(
-    variant: str,
-    model: str,
-    config: TrainConfig,
-    run_dir: str | Path,
-    *,
-    model_options: dict[str, Any] | None = None,
-    num_train: int | None = None,
-    num_test: int | None = None,
-    data_dir: str | None = None,
-    download: bool = False,
-    resume: bool = False,
-    progress: bool = True,
-    figures: bool = True,
-    command: str | None = None,
-) -> Trainer:
-    """The :class:`~stn.engine.trainer.Trainer` of one distorted-MNIST run: ``model`` (initialised from the
-    config's seed) on ``variant`` with the classification task (used by Table 1, ``stn train``, MNIST
-    addition and the co-localisation encoder)."""
-
-    from stn.data import variant_info
-    from stn.data.specs import distorted_mnist_spec
-    from stn.engine.callbacks import default_callbacks
-    from stn.engine.tasks import ClassificationTask
-    from stn.models import create_model
-
-    spec = distorted_mnist_spec(
-        variant, seed=config.seed, num_train=num_train, num_test=num_test, root=data_dir, download=download
-    )
-    info = variant_info(variant)
-    shape = (info.channels, *info.image_size)
-    net = create_model(model, seed=config.seed, in_shape=shape, num_classes=info.num_classes, **(model_options or {}))
-    return spec_trainer(
-        net,
-        spec,
-        ClassificationTask(info.num_classes),
-        config,
-        run_dir,
-        callbacks=default_callbacks(figures=figures),
-        resume=resume,
-        title=f"{model} on {variant}",
-        progress=progress,
-        command=command,
-    )
 
 
 def _run_dir(out: Path, variant: str, model: str, seed: int) -> Path:

@@ -39,8 +39,9 @@ from stn.data.specs import build, cub_spec
 from stn.engine.callbacks import default_callbacks
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import option_type, positive_int
+from stn.engine.rundir import read_summary, run_status
 from stn.engine.tasks import ClassificationTask
-from stn.engine.trainer import Trainer, read_summary, run_status
+from stn.engine.trainer import Trainer
 from stn.experiments._common import add_common_arguments, config_from_args, spec_trainer, trained_model
 from stn.io import format_markdown_table, write_report, write_text_atomic
 from stn.models import create_model

@@ -32,8 +32,9 @@ from stn.data.volumes import PosedVolumes
 from stn.engine.callbacks import default_callbacks
 from stn.engine.config import Preset, TrainConfig
 from stn.engine.options import positive_int
+from stn.engine.rundir import read_summary
 from stn.engine.tasks import ClassificationTask
-from stn.engine.trainer import Trainer, read_summary
+from stn.engine.trainer import Trainer
 from stn.experiments._common import (
     add_common_arguments,
     config_from_args,
