@@ -6,6 +6,9 @@ The three parts of the paper's module, bottom up:
 * sampler: :func:`sample` (one ``grid_sample`` call), and :func:`warp` = both,
 * localisation net + regression: :class:`SpatialTransformer`, :class:`ParallelSpatialTransformer`.
 
+Warps as objects (:mod:`stn.algebra`): :func:`compose`, :func:`invert`, and :func:`transform_points` /
+:func:`transform_boxes`, which carry pixel coordinates through a warp.
+
 Coordinates follow :mod:`stn.coords` (``grid_sample(align_corners=False)``; θ maps target to source).
 """
 
@@ -22,6 +25,10 @@ _EXPORTS: dict[str, str] = {
     "sample": "stn.functional",
     "sampling_grid": "stn.functional",
     "warp": "stn.functional",
+    "compose": "stn.algebra",
+    "invert": "stn.algebra",
+    "transform_boxes": "stn.algebra",
+    "transform_points": "stn.algebra",
     "pixel_matrix_from_theta": "stn.interop",
     "spatial_transformer_from_tutorial": "stn.interop",
     "theta_from_pixel_matrix": "stn.interop",
@@ -41,7 +48,9 @@ __all__ = [
     "SpatialTransformer",
     "ThetaRegressor",
     "__version__",
+    "compose",
     "coords",
+    "invert",
     "localization_parameters",
     "param_groups",
     "pixel_matrix_from_theta",
@@ -49,12 +58,15 @@ __all__ = [
     "sampling_grid",
     "spatial_transformer_from_tutorial",
     "theta_from_pixel_matrix",
+    "transform_boxes",
+    "transform_points",
     "transforms",
     "warp",
 ]
 
 if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports the same names on demand
     from stn import coords, transforms
+    from stn.algebra import compose, invert, transform_boxes, transform_points
     from stn.functional import sample, sampling_grid, warp
     from stn.interop import pixel_matrix_from_theta, spatial_transformer_from_tutorial, theta_from_pixel_matrix
     from stn.modules import (

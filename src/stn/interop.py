@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stn.algebra import _checked_inverse
 from stn.coords import check_size
 from stn.functional import flatten_theta
 from stn.modules import SpatialTransformer
@@ -35,9 +36,6 @@ __all__ = [
     "theta_from_pixel_matrix",
     "tutorial_localization",
 ]
-
-# Beyond this condition number a 3x3 float64 inverse has lost most of its digits: treat the matrix as singular.
-_MAX_CONDITION = 1e12
 
 
 def _family(transform: str | Transform) -> Transform:
@@ -68,16 +66,6 @@ def _sizes(in_size: int | Sequence[int], out_size: int | Sequence[int], align_co
             f"align_corners=True needs every side >= 2 pixels, got in_size {sizes[0]}, out_size {sizes[1]}"
         )
     return sizes
-
-
-def _inverse(m: Tensor, what: str) -> Tensor:
-    """Inverse of the ``(B, 3, 3)`` float64 ``m``; a singular (or numerically singular) member is an error."""
-    cond = torch.linalg.cond(m)
-    bad = (~torch.isfinite(cond) | (cond > _MAX_CONDITION)).nonzero()
-    if len(bad):
-        i = int(bad[0, 0])
-        raise ValueError(f"{what}[{i}] is singular (condition number {float(cond[i]):.3g}), it has no inverse warp")
-    return torch.linalg.inv(m)
 
 
 def _pixel_matrices(m: Tensor | np.ndarray, affine: bool) -> tuple[Tensor, torch.dtype]:
@@ -164,7 +152,7 @@ def theta_from_pixel_matrix(
     size_in, size_out = _sizes(in_size, out_size, align_corners)
     theta = (
         _normalization(size_in, align_corners, m)
-        @ _inverse(m, "M")
+        @ _checked_inverse(m, "M")
         @ torch.linalg.inv(_normalization(size_out, align_corners, m))
     )
     # w at the output's centre: (almost) 0 puts that centre on the horizon, and dividing by it is meaningless.
@@ -208,7 +196,7 @@ def pixel_matrix_from_theta(
     h = t.matrix(flat.to(torch.float64))
     m = (
         torch.linalg.inv(_normalization(size_out, align_corners, h))
-        @ _inverse(h, "theta")
+        @ _checked_inverse(h, "theta")
         @ _normalization(size_in, align_corners, h)
     )
     if isinstance(t, Affine):

@@ -28,9 +28,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from stn.algebra import transform_boxes
 from stn.coords import box_iou
 from stn.functional import warp
-from stn.models.cub import attention_boxes
 from stn.models.registry import create_model
 from stn.modules import SpatialTransformer
 
@@ -53,9 +53,11 @@ IOU_THRESHOLD = 0.5
 
 def crop_boxes(theta: Tensor, size: Sequence[int]) -> Tensor:
     """The input region an attention θ ``(N, 3)`` crops (:func:`stn.models.cub.attention_boxes`), as ``(N, 4)``
-    ``(x0, y0, x1, y1)`` pixel edges of an input of ``size`` ``(H, W)``."""
+    ``(x0, y0, x1, y1)`` pixel edges of an input of ``size`` ``(H, W)``: the output's frame carried back through θ
+    by :func:`stn.transform_boxes`."""
     height, width = size
-    return (attention_boxes(theta) + 1) * theta.new_tensor([width, height, width, height]) / 2
+    frame = theta.new_tensor([-0.5, -0.5, width - 0.5, height - 0.5]).expand(len(theta), 1, 4)  # pixel centres
+    return (transform_boxes(frame, theta, "attention", size, size, inverse=True)[:, 0] + 0.5).to(theta.dtype)
 
 
 def candidate_crops(size: int, crop: int, stride: int) -> Tensor:

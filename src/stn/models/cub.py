@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
+from stn.algebra import transform_boxes
 from stn.coords import box_intersection
 from stn.models.registry import register_model
 from stn.modules import ParallelSpatialTransformer
@@ -282,7 +283,8 @@ def initial_windows(num_transformers: int, scale: float) -> Tensor:
 
 def attention_boxes(theta: Tensor) -> Tensor:
     """The window each attention θ ``(..., 3)`` = ``(s, tx, ty)`` reads: ``(..., 4)`` = ``(x0, y0, x1, y1)`` in
-    normalised input coordinates (``x_s = s * x_t + tx`` over ``x_t`` in ``[-1, 1]``).
+    normalised input coordinates (``x_s = s * x_t + tx`` over ``x_t`` in ``[-1, 1]``): the output's frame carried
+    back through θ by :func:`stn.transform_boxes`.
 
     Example:
         >>> import torch
@@ -290,8 +292,11 @@ def attention_boxes(theta: Tensor) -> Tensor:
         >>> attention_boxes(torch.tensor([0.5, 0.25, 0.0]))
         tensor([-0.2500, -0.5000,  0.7500,  0.5000])
     """
-    s, tx, ty = theta.unbind(-1)
-    return torch.stack([tx - s, ty - s, tx + s, ty + s], dim=-1)
+    flat = theta.reshape(-1, 3)
+    # In an image of one pixel the pixel coordinates are half the normalised ones: its frame is [-0.5, 0.5]².
+    frame = flat.new_tensor([-0.5, -0.5, 0.5, 0.5]).expand(len(flat), 1, 4)
+    window = transform_boxes(frame, flat, "attention", 1, 1, inverse=True)
+    return (2 * window).to(theta.dtype).view(*theta.shape[:-1], 4)
 
 
 def attention_stats(theta: Tensor, boxes: Tensor) -> dict[str, float | list[float]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from torch import Tensor
 from stn.coords import pixel_to_normalized
 from stn.transforms.base import Transform
 
-__all__ = ["ThinPlateSpline", "regular_control_points", "solve_basis", "tps_kernel"]
+__all__ = ["ThinPlateSpline", "regular_control_points", "solve_basis", "solve_coefficients", "tps_kernel"]
 
 _BASIS_CACHE: dict[tuple, Tensor] = {}
 _BASIS_CACHE_SIZE = 64
@@ -58,21 +59,32 @@ def regular_control_points(k: int) -> np.ndarray:
     return np.stack([x, y], axis=-1).reshape(-1, 2)
 
 
-def solve_basis(control_points: np.ndarray, reg: float, out_size: Sequence[int]) -> np.ndarray:
-    """The ``(H*W, K)`` matrix M mapping source positions of the control points to the grid, in float64.
-
-    NumPy, not torch: the solve is a constant of the grid generator, so it must not appear in traced graphs.
-    """
+def solve_coefficients(control_points: np.ndarray, reg: float) -> np.ndarray:
+    """The ``(K + 3, K)`` matrix ``L⁻¹[:, :K]`` taking the source positions of the K control points to the spline's
+    coefficients: the kernel weights ``w_1 .. w_K``, then ``a0, a1, a2``. float64."""
     c = control_points
     n = c.shape[0]
     system = np.zeros((n + 3, n + 3))
     system[:n, :n] = tps_kernel(c, c) + reg * np.eye(n)
     system[:n, n:] = _affine_part(c)
     system[n:, :n] = _affine_part(c).T
+    return np.linalg.inv(system)[:, :n]
+
+
+@lru_cache(maxsize=16)
+def _regular_coefficients(k: int, reg: float) -> np.ndarray:
+    return solve_coefficients(regular_control_points(k), reg)
+
+
+def solve_basis(control_points: np.ndarray, reg: float, out_size: Sequence[int]) -> np.ndarray:
+    """The ``(H*W, K)`` matrix M mapping source positions of the control points to the grid, in float64.
+
+    NumPy, not torch: the solve is a constant of the grid generator, so it must not appear in traced graphs.
+    """
     ys, xs = (pixel_to_normalized(np.arange(n, dtype=np.float64), n) for n in out_size)
     g = np.stack(np.meshgrid(xs, ys), axis=-1).reshape(-1, 2)  # the pixel-centre grid G, row-major
-    rows = np.concatenate([tps_kernel(g, c), _affine_part(g)], axis=1)
-    return rows @ np.linalg.inv(system)[:, :n]
+    rows = np.concatenate([tps_kernel(g, control_points), _affine_part(g)], axis=1)
+    return rows @ solve_coefficients(control_points, reg)
 
 
 def _cached_basis(
@@ -144,6 +156,44 @@ class ThinPlateSpline(Transform):
         height, width = out_size
         m = self.basis((height, width), theta.device, theta.dtype)
         return (m @ theta.view(theta.shape[0], m.shape[1], 2)).view(-1, height, width, 2)
+
+    def coefficients(self, theta: Tensor) -> Tensor:
+        """The spline of each θ ``(B, P)``: ``(B, K + 3, 2)``, the kernel weights ``w_1 .. w_K``, then ``a0, a1, a2``
+        (columns: x_s, y_s), so that ``T_θ(p) = Σ_i w_i U(|p - c_i|) + a0 + a1 x + a2 y``. Linear in θ."""
+        c = torch.as_tensor(_regular_coefficients(self.k, self.reg), dtype=theta.dtype, device=theta.device)
+        return c @ theta.view(theta.shape[0], -1, 2)
+
+    def _offsets(self, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``p - c_i`` ``(B, N, K, 2)``, ``r²`` and ``log r²`` (0 where r = 0) ``(B, N, K)``."""
+        centres = self.control_points.to(dtype=points.dtype, device=points.device)
+        diff = points.unsqueeze(2) - centres
+        r2 = diff.square().sum(-1)
+        return diff, r2, torch.log(torch.where(r2 > 0, r2, 1.0))
+
+    def map_points(self, theta: Tensor, points: Tensor) -> Tensor:
+        """T_θ at any target points, not only a grid's: ``points`` ``(B, N, 2)`` normalised ``(x_t, y_t)`` -> their
+        source points ``(B, N, 2)``. Differentiable in θ and in the points.
+
+        Example:
+            >>> import torch
+            >>> from stn.transforms import ThinPlateSpline
+            >>> tps = ThinPlateSpline(k=3)
+            >>> theta = tps.identity(1, dtype=torch.float64) * 0.5  # every control point halfway to the centre
+            >>> tps.map_points(theta, torch.tensor([[[0.4, -1.0]]], dtype=torch.float64))
+            tensor([[[ 0.2000, -0.5000]]], dtype=torch.float64)
+        """
+        _, r2, log_r2 = self._offsets(points)
+        rows = torch.cat([r2 * log_r2, torch.ones_like(points[..., :1]), points], dim=-1)
+        return rows @ self.coefficients(theta)
+
+    def jacobian(self, theta: Tensor, points: Tensor) -> Tensor:
+        """The derivative of T_θ at ``points`` ``(B, N, 2)`` (normalised): ``(B, N, 2, 2)`` with ``[..., i, j]`` =
+        ∂(source coordinate i) / ∂(target coordinate j). ``∇U(p - c) = 2 (p - c)(log r² + 1)``, 0 at ``c``."""
+        diff, _, log_r2 = self._offsets(points)
+        coefficients = self.coefficients(theta)
+        k = diff.shape[2]
+        kernel = torch.einsum("bnkj,bki->bnij", 2 * diff * (log_r2 + 1).unsqueeze(-1), coefficients[:, :k])
+        return kernel + coefficients[:, k + 1 :].transpose(1, 2).unsqueeze(1)
 
     def __repr__(self) -> str:
         return f"ThinPlateSpline(k={self.k}, reg={self.reg})"
