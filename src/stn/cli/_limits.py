@@ -59,6 +59,8 @@ def _with_ceiling(help_text: str | None, ceiling: int) -> str | None:
         return help_text
     if help_text.endswith(")") and help_text[help_text.rfind("(") :].startswith("(default"):
         return f"{help_text[:-1]}, at most {ceiling:,})"
+    if help_text.startswith("default") and "(" not in help_text:
+        return f"{help_text}, at most {ceiling:,}"
     return f"{help_text}; at most {ceiling:,}"
 
 

@@ -77,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="distorted-MNIST variant to show (default: the one it was trained on)",
     )
-    p.add_argument("--num", type=positive_int, default=8, help="samples to show (default 8, at most 10 drawn)")
+    p.add_argument("--num", type=positive_int, default=8, help="samples to show (default 8)")
     p.add_argument("--first", type=int, default=0, help="index of the first test sample shown (default 0)")
     p.add_argument("--gif", action="store_true", help="also write an animation over training epochs")
     p.add_argument("--curves", action="store_true", help="also write the training curves (<out>-curves.png)")
