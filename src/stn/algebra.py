@@ -232,8 +232,8 @@ def transform_points(
         Points with no image are NaN: through a projective θ, those behind its horizon (``inverse=True``: the
         output points the warp reads no source for, its ``w <= eps``; forward: input points that no output pixel
         sees); through a TPS forward, those where Newton's method does not reach :data:`TPS_TOLERANCE` pixels
-        (no preimage nearby, or a fold). Where a TPS folds, the preimage found is the one reached from the
-        inverse of the spline's affine part.
+        (no preimage). Where a TPS folds and a point has several preimages, the one found is that reached from
+        the starting point whose image is nearest (see ``_tps_preimages``).
 
     Raises:
         ValueError: shapes or sizes that do not fit; a singular θ in the forward direction of a matrix family.
