@@ -44,6 +44,14 @@ def shapes(result: object) -> object:
     raise AssertionError(f"unexpected output type {type(result).__name__}")
 
 
+def tensors(result: object) -> list[torch.Tensor]:
+    """Every tensor of a model's output, whatever its structure."""
+    if isinstance(result, torch.Tensor):
+        return [result]
+    values = result.values() if isinstance(result, dict) else result
+    return [t for v in values for t in tensors(v)]
+
+
 def emptied(structure: object) -> object:
     """``shapes`` of a batch of two with every batch size 0 (the first axis of each shape)."""
     if isinstance(structure, tuple):
@@ -62,6 +70,9 @@ def test_every_registered_model_returns_an_empty_result_for_an_empty_batch(name)
             full = shapes(model(torch.rand(2, *shape)))
         empty = model(torch.rand(0, *shape))
         assert shapes(empty) == emptied(full), f"{name} ({'train' if train else 'eval'} mode)"
+    total = sum(t.sum() for t in tensors(empty))
+    if total.requires_grad:
+        total.backward()  # the backward of an empty batch: zero gradients, not an error
 
 
 @pytest.mark.parametrize("pretrained", [1, 0, None, 1.0, ["rts"]])
