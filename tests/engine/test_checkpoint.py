@@ -111,3 +111,26 @@ def test_create_model_records_every_factory_argument() -> None:
     assert spec["kwargs"]["num_classes"] == 10  # a default, recorded too: the checkpoint guesses nothing
     rebuilt = create_model(spec["name"], **spec["kwargs"])
     assert sum(p.numel() for p in rebuilt.parameters()) > 0 and model_spec(rebuilt) == spec
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4352 vs 4240"),
+        OSError(28, "No space left on device"),
+    ],
+)
+def test_a_full_disk_is_said_naming_the_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failure) -> None:
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(model_state(), path)
+    before = path.read_bytes()
+
+    def full_disk(obj: object, f: Path) -> None:
+        Path(f).write_bytes(b"half")
+        raise failure
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError, match="the disk is full") as caught:
+        save_checkpoint(model_state(), path)
+    assert caught.value.filename == str(path) and caught.value.errno == 28
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["checkpoint.pt"]

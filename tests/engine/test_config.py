@@ -42,6 +42,7 @@ def test_unknown_fields_are_named() -> None:
         ("momentum", 1.0, "momentum"),
         ("lr_milestones", (0.5, 1.5), "lr_milestones"),
         ("theta_samples", -1, "theta_samples"),
+        ("on_nonfinite", "ignore", "on_nonfinite must be one of stop, skip, raise"),
     ],
 )
 def test_bad_values(field: str, value: object, match: str) -> None:
@@ -86,3 +87,15 @@ def test_the_command_line_and_the_config_share_one_rule() -> None:
                 parse(text)
             with pytest.raises(ValueError, match=name):
                 TrainConfig(**{name: float(text)})
+
+
+def test_on_nan_chooses_what_a_non_finite_loss_does_and_may_change_on_resume() -> None:
+    import argparse
+
+    from stn.engine.options import add_training_options
+
+    parser = argparse.ArgumentParser()
+    add_training_options(parser, {"": TrainConfig()})
+    assert parser.parse_args(["--on-nan", "skip"]).on_nonfinite == "skip"
+    assert parser.parse_args([]).on_nonfinite is None and TrainConfig().on_nonfinite == "stop"
+    assert "on_nonfinite" in RESUMABLE_FIELDS

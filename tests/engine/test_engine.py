@@ -197,3 +197,27 @@ def test_the_checkpoint_records_everything_to_rebuild_the_run(tmp_path: Path) ->
     for key in ("optimizer", "scaler", "rng", "step", "config", "theta_history", "version", "history"):
         assert key in checkpoint, key
     assert checkpoint["version"] == 2 and checkpoint["model_kwargs"]["target_params"] == 20_000
+
+
+def test_validation_error_is_recorded_every_epoch_and_its_best_in_the_summary(tmp_path: Path) -> None:
+    model = create_model("st-cnn-aff", seed=0, in_shape=(1, 24, 24), num_classes=3, target_params=20_000)
+    config = TrainConfig(epochs=3, batch_size=16, lr=0.05, device="cpu", theta_samples=4)
+    run = Trainer(model, own_data(), own_data(32, seed=1), ClassificationTask(3), config, run_dir=tmp_path,
+                  progress=False, val_data=own_data(24, seed=2))  # fmt: skip
+    summary = run.fit().summary
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert all({"val_loss", "val_error"} <= r.keys() for r in records)
+    best = min(records, key=lambda r: r["val_error"])
+    assert summary["best_val_error"] == best["val_error"] and summary["best_val_epoch"] == best["epoch"]
+    assert summary["val_error"] == records[-1]["val_error"] and summary["val_samples"] == 24
+    header = (tmp_path / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"val_loss", "val_error"} <= set(header) and "val_error" in (tmp_path / "summary.md").read_text()
+    model, _ = load_model(tmp_path)
+    assert evaluate(model, own_data(24, seed=2), ClassificationTask(3))["error"] == records[-1]["val_error"]
+    model = create_model("st-cnn-aff", seed=0, in_shape=(1, 24, 24), num_classes=3, target_params=20_000)
+    longer = Trainer(model, own_data(), own_data(32, seed=1), ClassificationTask(3), config.replace(epochs=4),
+                     run_dir=tmp_path, resume=True, progress=False, val_data=own_data(24, seed=2))  # fmt: skip
+    summary = longer.fit().summary  # the checkpoint's history carries the validation scores of epochs 1-3
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4] and all("val_error" in r for r in records)
+    assert summary["best_val_error"] == min(r["val_error"] for r in records)

@@ -212,3 +212,20 @@ def test_bad_settings_fail_before_training(
     with pytest.raises(error, match=match):
         train(tiny_config(**overrides), tmp_path / "run", tiny_mnist, model=model, variant=variant, **options)
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_a_longer_resume_follows_the_schedule_of_the_new_length_and_says_so(
+    tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tiny_config(epochs=2, lr=0.01)  # 3 steps an epoch: 6 steps, decays at steps 2 and 4
+    train(config, tmp_path / "run", tiny_mnist, model="fcn").fit()
+    capsys.readouterr()
+    train(config.replace(epochs=4), tmp_path / "run", tiny_mnist, model="fcn", resume=True).fit()  # 12 steps
+    # the rate the 6-step run ended at, then the 12-step schedule's from step 6 (one decay, at step 4): back up
+    assert "resuming at step 6 of 12 (the checkpoint ran 6): the schedule now spans 12 steps, lr 0.0001 -> 0.001" in (
+        capsys.readouterr().out
+    )
+    train(config.replace(epochs=4), tmp_path / "straight", tiny_mnist, model="fcn").fit()
+    extended, straight = (read_jsonl(tmp_path / name / "metrics.jsonl") for name in ("run", "straight"))
+    assert [r["lr"] for r in extended] == pytest.approx([0.001, 0.0001, 0.0001, 0.0001])
+    assert [r["lr"] for r in extended[2:]] == [r["lr"] for r in straight[2:]]  # the new length's schedule

@@ -2,10 +2,10 @@
 
 :class:`Trainer` takes a model built by :func:`stn.models.create_model`, a training and an evaluation dataset
 (and optionally a validation one), a :class:`~stn.engine.tasks.Task` and a :class:`~stn.engine.config.TrainConfig`;
-it builds neither model nor data. Its pieces live beside it: the optimiser and schedule (:mod:`.optim`), evaluation
-(:mod:`.evaluation`), the run folder's rules (:mod:`.rundir`), the checkpoint's schema (:mod:`.checkpoint`), the
-guards against non-finite and diverging losses (:mod:`.guards`). The schedule, AMP, DDP, the run folder and exact
-resume: docs/training.md.
+it builds neither model nor data. Its pieces live beside it: the optimiser and schedule (:mod:`stn.engine.optim`),
+evaluation (:mod:`stn.engine.evaluation`), the run folder's rules (:mod:`stn.engine.rundir`), the checkpoint's schema
+(:mod:`stn.engine.checkpoint`), the guards against non-finite and diverging losses (:mod:`stn.engine.guards`). The
+schedule, AMP, DDP, the run folder and exact resume: docs/training.md.
 
 Example:
     >>> import tempfile
