@@ -117,3 +117,15 @@ def test_a_gpu_guard_looks_when_asked_not_at_every_step() -> None:
     assert guard.flag().item() == 1.0
     with pytest.raises(NonFiniteError, match="at step 3"):
         guard.look()
+
+
+def test_a_lazy_guard_as_on_a_gpu_still_stops_before_the_next_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def lazy(policy: str, device: torch.device, lr: float, eager: bool | None = None) -> NonFiniteGuard:
+        return NonFiniteGuard(policy, device, lr, eager=False)  # reads the loss every few steps only
+
+    monkeypatch.setattr("stn.engine.trainer.NonFiniteGuard", lazy)
+    with pytest.raises(NonFiniteError, match="at step 7"):
+        trainer(tmp_path, PoisonedTask(poisoned=range(7, 100))).fit()
+    assert Progress.of(load_checkpoint(tmp_path)).step == 6 and finite_weights(tmp_path)
