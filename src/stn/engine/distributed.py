@@ -44,7 +44,13 @@ __all__ = [
 
 _DEVICES = "auto (CUDA when available), cpu, cuda or cuda:<index>"
 # what gloo (and NCCL) say when the other end of a collective is gone
-_PEER_GONE = ("Connection reset by peer", "Connection closed by peer", "Broken pipe", "Connection refused", "NCCL")
+_PEER_GONE = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Connection refused",
+    "remote process exited",
+)
 _peers: list[tuple[int, int]] = []  # (host id, pid) of every rank, exchanged when the group is joined
 
 
@@ -123,6 +129,8 @@ def init_distributed(device: torch.device) -> DistContext:
 
 def _exchange_ids(device: torch.device, world: int) -> None:
     """Learn every rank's host and pid, so that a survivor can tell which one died (:func:`peer_lost`)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # NCCL gathers on this process's own GPU
     mine = torch.tensor([zlib.crc32(socket.gethostname().encode()), os.getpid()], dtype=torch.int64, device=device)
     every = [torch.zeros_like(mine) for _ in range(world)]
     dist.all_gather(every, mine)
