@@ -47,6 +47,8 @@ def test_table1_grid_writes_the_table_and_skips_finished_runs(
         str(tiny_mnist),
         "--out",
         str(tmp_path),
+        "--validation",
+        "16",
         "--quiet",
     ]
     assert main(args) == 0
@@ -67,7 +69,19 @@ def test_table1_seed_starts_the_seed_range_and_the_table_gathers_every_seed(
     tiny_mnist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     base = ["reproduce", "table1", "--data", "R", "--models", "st-cnn-aff", "--iterations", "2", "--batch-size", "16"]
-    base += ["--num-train", "32", "--num-test", "16", "--data-dir", str(tiny_mnist), "--out", str(tmp_path), "--quiet"]
+    base += [
+        "--num-train",
+        "32",
+        "--num-test",
+        "16",
+        "--data-dir",
+        str(tiny_mnist),
+        "--out",
+        str(tmp_path),
+        "--validation",
+        "16",
+        "--quiet",
+    ]
     assert main([*base, "--seed", "1"]) == 0
     assert [p.name for p in (tmp_path / "r" / "st-cnn-aff").iterdir()] == ["seed1"]
     table = (tmp_path / "table1.md").read_text()
@@ -102,7 +116,7 @@ def test_table1_runs_trained_before_commands_were_kept_are_marked(tiny_mnist: Pa
 
     args = ["reproduce", "table1", "--data", "R", "--models", "fcn", "--iterations", "1", "--batch-size", "8",
             "--num-train", "8", "--num-test", "8", "--data-dir", str(tiny_mnist), "--out", str(tmp_path),
-            "--quiet"]  # fmt: skip
+            "--validation", "16", "--quiet"]  # fmt: skip
     assert main(args) == 0
     summary_path = tmp_path / "r" / "fcn" / "seed0" / "summary.json"
     summary = json.loads(summary_path.read_text())
@@ -149,6 +163,8 @@ def test_table1_learning_rate_follows_the_budget_unless_given(
         str(tiny_mnist),
         "--out",
         str(tmp_path),
+        "--validation",
+        "16",
         "--quiet",
     ]
     assert main(args + extra) == 0
@@ -162,7 +178,7 @@ def test_table1_epochs_given_replace_the_budgets_steps(tiny_mnist: Path, tmp_pat
     # The long budget is counted in steps; --epochs 2 must train 2 epochs, not the budget's 14,063 steps.
     args = ["reproduce", "table1", "--data", "R", "--models", "fcn", "--budget", "long", "--epochs", "2",
             "--batch-size", "8", "--num-train", "16", "--num-test", "8", "--data-dir", str(tiny_mnist),
-            "--out", str(tmp_path), "--quiet"]  # fmt: skip
+            "--out", str(tmp_path), "--validation", "16", "--quiet"]  # fmt: skip
     assert main(args) == 0
     run = tmp_path / "r" / "fcn" / "seed0"
     config = json.loads((run / "config.json").read_text())["config"]
@@ -194,3 +210,25 @@ def test_out_naming_an_existing_file_is_one_clear_line(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "is an existing file" in err and len(err.strip().splitlines()) == 1
+
+
+def test_table1_holds_validation_digits_out_records_their_error_per_epoch_and_ships_the_best_seed(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
+    args = ["reproduce", "table1", "--data", "R", "--models", "fcn", "--seeds", "2", "--epochs", "2",
+            "--batch-size", "8", "--num-train", "16", "--num-test", "8", "--data-dir", str(tiny_mnist),
+            "--out", str(tmp_path), "--validation", "24", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    summaries = [json.loads((tmp_path / "r" / "fcn" / f"seed{k}" / "summary.json").read_text()) for k in (0, 1)]
+    for s in summaries:
+        assert s["val_samples"] == 24 and s["data"]["validation"] == 24 and 0 <= s["val_error"] <= 1
+        assert s["train_samples"] == 16  # drawn from the 72 digits left for training
+    for k in (0, 1):
+        metrics = (tmp_path / "r" / "fcn" / f"seed{k}" / "metrics.csv").read_text().splitlines()
+        assert "val_error" in metrics[0].split(",") and len(metrics) == 3  # header + one row per epoch
+    best = min(summaries, key=lambda s: (s["val_error"], s["seed"]))["seed"]
+    table = (tmp_path / "table1.md").read_text()
+    runs = [line for line in table.split("## Runs")[1].splitlines() if line.startswith("| FCN")]
+    assert [("✓" in line) for line in runs] == [k == best for k in (0, 1)]
+    assert "held the last 24 training digits out as validation" in table
+    assert f"| {100 * summaries[0]['val_error']:.2f} |" in runs[0]

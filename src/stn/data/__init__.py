@@ -28,9 +28,9 @@ from stn.data.preview import preview_sheet
 
 __all__ = [
     "BLOCK_SIZE",
-    "VALIDATION_SIZE",
     "GENERATORS",
     "MNIST",
+    "VALIDATION_SIZE",
     "VARIANTS",
     "DistortedMNIST",
     "EpochBatches",

@@ -42,12 +42,12 @@ from stn.data.mnist import MNIST, load_mnist
 
 __all__ = [
     "BLOCK_SIZE",
+    "SPLITS",
+    "VALIDATION_SIZE",
     "DistortedMNIST",
     "EpochBatches",
     "EpochConcat",
     "EpochDraws",
-    "SPLITS",
-    "VALIDATION_SIZE",
     "block_seed",
     "colocalization_set",
 ]

@@ -34,6 +34,7 @@ __all__ = [
     "add_device_option",
     "add_standardize_option",
     "add_training_options",
+    "add_validation_option",
     "check",
     "chosen_model_options",
     "default_text",
@@ -55,6 +56,7 @@ RULES: dict[str, tuple[type, Callable[[Any], bool], str]] = {
     "num_workers": (int, lambda v: v >= 0, "an integer >= 0"),
     "theta_samples": (int, lambda v: v >= 0, "an integer >= 0"),
     "seed": (int, lambda v: v >= 0, "an integer >= 0"),
+    "validation": (int, lambda v: v >= 0, "an integer >= 0"),
     "lr": (float, lambda v: v > 0, "a finite number > 0"),
     "momentum": (float, lambda v: 0 <= v < 1, "in [0, 1)"),
     "weight_decay": (float, lambda v: v >= 0, "a finite number >= 0"),
@@ -250,6 +252,19 @@ def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, 
         f"({default_text(presets, 'on_nonfinite')})",
     )
     add_device_option(parser)
+
+
+def add_validation_option(parser: argparse.ArgumentParser, default: int) -> None:
+    """``--validation N``: hold the last ``N`` training digits out as the validation set, scored every epoch
+    (0: train on every digit, as the runs made before validation existed)."""
+    parser.add_argument(
+        "--validation",
+        type=option_type("validation"),
+        default=default,
+        metavar="N",
+        help=f"hold the last N training digits out and score them every epoch; choices (which seed ships) are made "
+        f"on them, never on the test set (default {default:,}; 0: train on every digit)",
+    )
 
 
 def add_standardize_option(parser: argparse.ArgumentParser) -> None:

@@ -83,13 +83,17 @@ def spec_trainer(
     **options: Any,
 ) -> Trainer:
     """The :class:`~stn.engine.trainer.Trainer` of ``model`` on the training and test sets of the data spec ``spec``
-    (:mod:`stn.data.specs`; ``sets``: when the caller built them already), resuming a run found in ``run_dir``
-    unless ``resume=False``; ``options`` go to the trainer (``callbacks``, ``title``, ``progress``...)."""
+    (:mod:`stn.data.specs`; ``sets``: when the caller built them already), and on its validation set when the spec
+    holds digits out (``"validation"``), resuming a run found in ``run_dir`` unless ``resume=False``; ``options`` go
+    to the trainer (``callbacks``, ``title``, ``progress``...)."""
     from stn.data.specs import build
     from stn.engine.trainer import Trainer
 
     train, test = sets or (build(spec, "train"), build(spec, "test"))
-    return Trainer(model, train, test, task, config, run_dir=run_dir, data_spec=spec, **{"resume": True, **options})
+    val = build(spec, "val") if spec.get("validation") else None
+    return Trainer(
+        model, train, test, task, config, run_dir=run_dir, data_spec=spec, val_data=val, **{"resume": True, **options}
+    )
 
 
 def make_trainer(
@@ -108,10 +112,12 @@ def make_trainer(
     figures: bool = True,
     command: str | None = None,
     force: bool = False,
+    validation: int | None = None,
 ) -> Trainer:
     """The :class:`~stn.engine.trainer.Trainer` of one distorted-MNIST run: ``model`` (initialised from the
     config's seed) on ``variant`` with the classification task (used by Table 1, ``stn train``, ``stn demo``, MNIST
-    addition and the co-localisation encoder). ``force``: train in a non-empty folder that is not an stn run."""
+    addition and the co-localisation encoder). ``force``: train in a non-empty folder that is not an stn run;
+    ``validation``: hold the last that many training digits out and score them every epoch (None or 0: none)."""
 
     from stn.data import variant_info
     from stn.data.specs import distorted_mnist_spec
@@ -120,7 +126,13 @@ def make_trainer(
     from stn.models import create_model
 
     spec = distorted_mnist_spec(
-        variant, seed=config.seed, num_train=num_train, num_test=num_test, root=data_dir, download=download
+        variant,
+        seed=config.seed,
+        num_train=num_train,
+        num_test=num_test,
+        root=data_dir,
+        download=download,
+        validation=validation or None,
     )
     info = variant_info(variant)
     shape = (info.channels, *info.image_size)

@@ -28,8 +28,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from stn.data import VALIDATION_SIZE
 from stn.engine.config import Preset
-from stn.engine.options import add_data_options, add_standardize_option, chosen_model_options, name_list, positive_int
+from stn.engine.options import (
+    add_data_options,
+    add_standardize_option,
+    add_validation_option,
+    chosen_model_options,
+    name_list,
+    positive_int,
+)
 from stn.experiments._common import add_common_arguments, config_from_args, make_trainer, train_run
 from stn.experiments.selection import choose_by_validation, has_validation
 from stn.io import markdown_table, write_report
@@ -143,6 +151,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
     add_data_options(parser)
     add_standardize_option(parser)
+    add_validation_option(parser, VALIDATION_SIZE)
 
 
 def _run_dir(out: Path, variant: str, model: str, seed: int) -> Path:
@@ -295,11 +304,9 @@ def run(args: argparse.Namespace) -> int:
     for k, (variant, model, seed) in enumerate(jobs, 1):
         run_dir = _run_dir(out, variant, model, seed)
         config = config_from_args(BUDGETS, args, seed=seed)
-        data = dict(num_train=args.num_train, num_test=args.num_test, data_dir=args.data_dir, download=args.download)
+        data = dict(num_train=args.num_train, num_test=args.num_test, validation=args.validation or None)
         label = f"[{k}/{len(jobs)}] {variant.upper()} {model} seed {seed}"
-        spec = distorted_mnist_spec(
-            variant, seed=seed, num_train=args.num_train, num_test=args.num_test, root=args.data_dir
-        )
+        spec = distorted_mnist_spec(variant, seed=seed, root=args.data_dir, **data)
         make = partial(
             make_trainer,
             variant,
@@ -310,6 +317,8 @@ def run(args: argparse.Namespace) -> int:
             resume=True,
             progress=not args.quiet,
             command=command,
+            data_dir=args.data_dir,
+            download=args.download,
             **data,
         )
         trained = train_run(label, run_dir, config, spec, make, options)
@@ -321,7 +330,8 @@ def run(args: argparse.Namespace) -> int:
             return trained
         s = trained.summary
         paper = PAPER[model][variant]
-        print(f"{label}: test error {100 * s['test_error']:.2f}% (paper {paper}%) in {s['time_s'] / 60:.1f} min")
+        val = f"validation error {100 * s['val_error']:.2f}%, " if has_validation(s) else ""
+        print(f"{label}: {val}test error {100 * s['test_error']:.2f}% (paper {paper}%) in {s['time_s'] / 60:.1f} min")
     table = write_table(out, args.data)
     print(table.read_text())
     print(f"wrote {table} ({math.ceil((time.perf_counter() - started) / 60)} min)")
