@@ -8,7 +8,7 @@ ends near 0% and θ has moved visibly away from the identity (the grids of what-
 
     python examples/train_own_data.py --out runs/own-data             # train (Ctrl-C saves a checkpoint)
     python examples/train_own_data.py --out runs/own-data             # again: resumes, or says it is done
-    python examples/train_own_data.py --out runs/own-data --epochs 24  # a longer run continues the same one
+    python examples/train_own_data.py --out runs/own-data --epochs 24  # continues; its schedule now spans 24 epochs
     python examples/train_own_data.py --folder my_images --size 64 --out runs/mine
 
 The run folder gets what every engine run gets: checkpoint.pt, config.json, metrics.jsonl, summary.json and the
