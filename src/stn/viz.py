@@ -43,6 +43,7 @@ from stn.io import atomic_path
 from stn.modules.diagnostics import apply_transformer, capture_transformers, transformer_modules
 
 __all__ = [
+    "plot_against_paper",
     "plot_attention_windows",
     "plot_curves",
     "plot_image_rows",
@@ -242,6 +243,47 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, titl
         ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path)
+
+
+def plot_against_paper(cells: Sequence[dict[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Our error against the paper's, one row per cell, on a log scale: the paper's as an open diamond, ours as a
+    dot with its standard deviation over seeds as a bar, joined by a line, and ours / paper written at the right.
+
+    Args:
+        cells: top to bottom, each ``{"label": str, "paper": float, "ours": float, "sd": float | None}``
+            (errors in %; ``sd`` None or 0 for one seed), optionally ``"group"``: a line separates the cells of
+            consecutive groups.
+        path: the PNG to write (atomically).
+    """
+    if not cells:
+        raise ValueError("no cells to plot")
+    fig, ax = plt.subplots(figsize=(7.5, 0.8 + 0.32 * len(cells)))
+    rows = np.arange(len(cells))[::-1]  # the first cell on top
+    paper = np.array([c["paper"] for c in cells], dtype=float)
+    ours = np.array([c["ours"] for c in cells], dtype=float)
+    sd = np.array([c.get("sd") or 0.0 for c in cells], dtype=float)
+    ax.hlines(rows, np.minimum(paper, ours), np.maximum(paper, ours), color="0.75", lw=1.5, zorder=1)
+    ax.plot(paper, rows, "D", mfc="white", mec="black", ms=6, label="paper", zorder=3)
+    # a bar that would reach below zero is clipped at a tenth of the mean (a log axis has no zero)
+    low = np.minimum(sd, 0.9 * ours)
+    ax.errorbar(
+        ours, rows, xerr=[low, sd], fmt="o", color="tab:blue", ms=5, capsize=2, label="ours (mean ± sd)", zorder=4
+    )
+    for k in range(1, len(cells)):
+        if cells[k].get("group") != cells[k - 1].get("group"):
+            ax.axhline(rows[k] + 0.5, color="0.85", lw=0.8, zorder=0)
+    ax.set(xscale="log", xlabel="test error (%), log scale", ylim=(-0.7, len(cells) - 0.3), title=title)
+    _few_log_ticks(ax.xaxis)
+    ax.set_yticks(rows, [c["label"] for c in cells], fontsize=8)
+    for row, p, o in zip(rows, paper, ours):
+        ax.annotate(f"{o / p:.2f}x", (1.0, row), xycoords=("axes fraction", "data"), xytext=(4, 0),
+                    textcoords="offset points", va="center", fontsize=7)  # fmt: skip
+    ax.annotate("ours / paper", (1.0, 1.0), xycoords="axes fraction", xytext=(4, 2), textcoords="offset points",
+                va="bottom", fontsize=7)  # fmt: skip
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return save_figure(fig, path)
 

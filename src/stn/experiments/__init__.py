@@ -16,7 +16,7 @@ inside ``run``); a module that fails to import is listed with the reason instead
 
 Example:
     >>> names()
-    ['3d', 'addition', 'colocalization', 'table1', 'table2', 'table3']
+    ['3d', 'addition', 'colocalization', 'summary', 'table1', 'table2', 'table3']
     >>> load("table1").run  # doctest: +ELLIPSIS
     <function run at ...>
 """
@@ -36,6 +36,8 @@ EXPERIMENTS: dict[str, str] = {
     "addition": "stn.experiments.addition",
     "colocalization": "stn.experiments.colocalization",
     "3d": "stn.experiments.volume3d",
+    # trains nothing: gathers the Table 1 runs of a results folder into one table and figure
+    "summary": "stn.experiments.summary",
 }
 
 
