@@ -29,7 +29,19 @@ def test_fcn_study_smoke_our_fcn_trains_exactly_like_a_from_scratch_mlp(shared_d
 
 def test_recipe_ablation_runs_every_arm_and_tabulates_mean_and_sd(tiny_mnist: Path, tmp_path: Path) -> None:
     study = _load("recipe_ablation")
-    tiny = ["--", "--num-train", "32", "--num-test", "16", "--iterations", "2", "--batch-size", "16"]
+    tiny = [
+        "--",
+        "--num-train",
+        "32",
+        "--num-test",
+        "16",
+        "--iterations",
+        "2",
+        "--batch-size",
+        "16",
+        "--validation",
+        "16",
+    ]
     out = tmp_path / "ablation"
     assert study.main(["--data-dir", str(tiny_mnist), "--out", str(out), "--seeds", "2", *tiny]) == 0
     results = json.loads((out / "results.json").read_text())
@@ -48,3 +60,6 @@ def test_recipe_ablation_runs_every_arm_and_tabulates_mean_and_sd(tiny_mnist: Pa
         errors = [100 * r["test_error"] for r in results if r["arm"] == arm]
         mean = sum(errors) / 2
         assert f"| {arm} |" in table and f"{mean:.2f} ±" in table
+    means = {arm: sum(r["val_error"] for r in results if r["arm"] == arm) / 2 for arm in study.ARMS}
+    best = min(means, key=lambda a: (means[a], list(study.ARMS).index(a)))
+    assert f"Chosen on validation: **{best}**" in table

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from stn.experiments.selection import choose_by_validation, has_validation
+from stn.experiments.selection import best_mean_validation, choose_by_validation, has_validation
 
 
 class _NoTestPeeking(Mapping):
@@ -53,3 +53,16 @@ def test_runs_without_validation_cannot_be_chosen_on_it() -> None:
         choose_by_validation([old, {"seed": 1, "val_error": 0.01}])
     with pytest.raises(ValueError, match="no runs"):
         choose_by_validation([])
+
+
+def test_a_studys_arm_is_chosen_on_mean_validation_error_never_on_test() -> None:
+    arms = {
+        "step": [_NoTestPeeking({"val_error": 0.030, "test_error": 0.010})],
+        "cosine": [_NoTestPeeking({"val_error": 0.020, "test_error": 0.030}), _NoTestPeeking({"val_error": 0.024})],
+        "old": [_NoTestPeeking({"test_error": 0.001})],  # trained without validation: not a candidate
+    }
+    arm, mean = best_mean_validation(arms)
+    assert arm == "cosine" and mean == pytest.approx(0.022)
+    assert best_mean_validation({"old": [{"test_error": 0.001}]}) is None
+    with pytest.raises(ValueError, match="not on 'test_error'"):
+        best_mean_validation(arms, key="test_error")

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["VALIDATION_KEY", "choose_by_validation", "has_validation"]
+__all__ = ["VALIDATION_KEY", "best_mean_validation", "choose_by_validation", "has_validation"]
 
 VALIDATION_KEY = "val_error"  # the last epoch's validation error, as the Trainer writes it in summary.json
 
@@ -44,3 +44,27 @@ def choose_by_validation(summaries: Sequence[Mapping[str, Any]], key: str = VALI
             "chosen on it (train with --validation)"
         )
     return min(summaries, key=lambda s: (s[key], s.get("seed", 0)))
+
+
+def best_mean_validation(
+    arms: Mapping[str, Sequence[Mapping[str, Any]]], key: str = VALIDATION_KEY
+) -> tuple[str, float] | None:
+    """The arm (of a study: recipes, widths...) whose runs have the lowest mean validation error ``key``, and that
+    mean; None when no arm has a run with one. Arms with a run lacking ``key`` are left out (they trained without
+    validation data), and only ``key`` is read.
+
+    Example:
+        >>> best_mean_validation({"step": [{"val_error": 0.03}], "cosine": [{"val_error": 0.02}, {"val_error": 0.024}]})
+        ('cosine', 0.022)
+    """
+    if not key.startswith("val_"):
+        raise ValueError(f"choices are made on validation metrics (val_*), not on {key!r}")
+    means = {
+        arm: sum(r[key] for r in runs) / len(runs)
+        for arm, runs in arms.items()
+        if runs and all(r.get(key) is not None for r in runs)
+    }
+    if not means:
+        return None
+    arm = min(means, key=lambda a: (means[a], list(arms).index(a)))
+    return arm, means[arm]
