@@ -27,7 +27,7 @@ def _measure(data_dir: str) -> dict:
 
     from stn.cli.eval import load_test_set, score
     from stn.engine.config import TrainConfig
-    from stn.experiments.table1 import make_trainer
+    from stn.experiments._common import make_trainer
     from stn.models import create_model
     from stn.models.pretrained import list_pretrained, pretrained_entry
     from stn.modules.conv import Conv2d

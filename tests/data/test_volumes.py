@@ -76,3 +76,18 @@ def test_posed_volume_sets_draw_fresh_training_poses_and_fixed_test_poses(tiny_m
     expected = pose_volumes(test.images, test.poses(0))
     torch.testing.assert_close(volumes[torch.tensor([7, 2])], expected[[7, 2]])
     torch.testing.assert_close(volumes[3:6], expected[3:6])
+
+
+def test_the_volume_model_is_built_for_these_volumes_and_data_imports_no_model_code() -> None:
+    import inspect
+    import re
+
+    from stn.data.volumes import SLAB_DEPTH, VOLUME_SHAPE
+    from stn.models.appendix import volume_model
+
+    defaults = {k: p.default for k, p in inspect.signature(volume_model).parameters.items()}
+    assert tuple(defaults["in_shape"]) == VOLUME_SHAPE
+    assert defaults["projection_scale"] == VOLUME_SHAPE[1] / SLAB_DEPTH
+    source = (Path(__file__).resolve().parents[2] / "src" / "stn" / "data").rglob("*.py")
+    imports = re.compile(r"^\s*(from|import) stn\.models", re.MULTILINE)
+    assert not [p.name for p in source if imports.search(p.read_text())]  # data sits above models

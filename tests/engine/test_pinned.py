@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from stn.engine.config import TrainConfig
-from stn.experiments.table1 import make_trainer
+from stn.experiments._common import make_trainer
 from stn.numerics import same_numerics
 
 BEFORE = {"test_error": 0.826171875, "test_loss": 2.2488393783569336, "train_loss": 2.2492742027555193}

@@ -47,7 +47,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-import stn
+from stn.functional import warp
+from stn.transforms import get as get_transform
 
 __all__ = [
     "GENERATORS",
@@ -283,7 +284,7 @@ def _affine_variant(
         offset, box = _place(ink_box(images), in_size, forward, out_size, u, whole_pixels=False)
         params.update(offset=offset.float(), box=box.float())
     params["theta"] = _similarity_theta(forward, offset, in_size, out_size)
-    return stn.warp(x, params["theta"].to(x.device), "affine", out_size), params
+    return warp(x, params["theta"].to(x.device), "affine", out_size), params
 
 
 def rotated(images: Tensor, generator: torch.Generator, *, max_angle: float = 90.0) -> tuple[Tensor, Params]:
@@ -463,7 +464,7 @@ def projective(
     source = torch.tensor([[-1.0, -1.0], [1.0, -1.0], [-1.0, 1.0], [1.0, 1.0]], dtype=torch.float64)
     target = factor.view(-1, 1, 1) * source + shift * to_norm
     theta = _homography(target, source.expand_as(target)).float()
-    out = stn.warp(x, theta.to(x.device), "projective")
+    out = warp(x, theta.to(x.device), "projective")
     corners = (target + 1) / to_norm
     return out, {"scale": factor.float(), "corner_shift": shift.float(), "corners": corners.float(), "theta": theta}
 
@@ -489,12 +490,12 @@ def elastic(
     _check_generator(generator)
     n, (height, width) = x.shape[0], x.shape[-2:]
     low, high = _check_range(scale, "scale")
-    tps = stn.transforms.get("tps", k=k)
+    tps = get_transform("tps", k=k)
     factor = _uniform(generator, (n,), low, high)
     shift = _normal(generator, (n, k * k, 2), control_std)
     to_norm = torch.tensor([2 / width, 2 / height], dtype=torch.float64)
     theta = (tps.control_points / factor.view(-1, 1, 1) + shift * to_norm).reshape(n, -1).float()
-    out = stn.warp(x, theta.to(x.device), tps)
+    out = warp(x, theta.to(x.device), tps)
     return out, {"scale": factor.float(), "control_shift": shift.float(), "theta": theta}
 
 

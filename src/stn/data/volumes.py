@@ -1,6 +1,6 @@
 """The 3-D experiment's data: MNIST digits extruded into 60x60x60 volumes and put in random 3-D poses.
 
-Each digit (28x28, centred in a 60x60 plane) is extruded into a slab of :data:`~stn.models.appendix.SLAB_DEPTH`
+Each digit (28x28, centred in a 60x60 plane) is extruded into a slab of :data:`SLAB_DEPTH`
 voxels in the middle of the volume, which is then posed — rotations about the x, y and z axes each uniform in
 ``[-max_angle, max_angle]`` (default 45°) and a translation uniform in ``[-max_translation, max_translation]``
 (normalised units, default 0.2 = 6 voxels) per axis — by one batched :func:`stn.warp` with the ``affine3d``
@@ -14,12 +14,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-import stn
 from stn.data.datasets import block_seed
 from stn.data.mnist import MNIST
-from stn.models.appendix import SLAB_DEPTH, VOLUME_SHAPE
+from stn.functional import warp
 
 __all__ = [
+    "SLAB_DEPTH",
+    "VOLUME_SHAPE",
     "PosedVolumes",
     "VolumeBatches",
     "extrude",
@@ -29,6 +30,10 @@ __all__ = [
     "rotation_matrix",
 ]
 
+# One volume of the 3-D experiment, (C, D, H, W); stn.models.appendix.volume_model's defaults are built for it.
+VOLUME_SHAPE = (1, 60, 60, 60)
+# Thickness (voxels) of the slab a digit is extruded into.
+SLAB_DEPTH = 8
 VOLUME_SIZE = VOLUME_SHAPE[1]
 
 
@@ -85,7 +90,7 @@ def random_poses(
 def pose_volumes(images: Tensor, theta: Tensor, size: int = VOLUME_SIZE, depth: int = SLAB_DEPTH) -> Tensor:
     """:func:`extrude` the digits, then warp them by the affine3d ``theta`` ``(N, 12)``: ``(N, 1, size^3)``."""
     volumes = extrude(images, size, depth)
-    return stn.warp(volumes, theta.to(volumes.device), "affine3d")
+    return warp(volumes, theta.to(volumes.device), "affine3d")
 
 
 def posed_volumes(

@@ -62,8 +62,6 @@ from stn.transforms import get as get_transform
 __all__ = [
     "ADDITION_CLASSES",
     "ADDITION_SHAPE",
-    "SLAB_DEPTH",
-    "VOLUME_SHAPE",
     "ActivationEncoder",
     "DepthProjection",
     "addition_model",
@@ -74,9 +72,10 @@ __all__ = [
 
 ADDITION_SHAPE = (2, 42, 42)
 ADDITION_CLASSES = 19
-VOLUME_SHAPE = (1, 60, 60, 60)
-# Thickness (voxels) of the slab a digit is extruded into in the 3-D experiment's 60x60x60 volumes.
-SLAB_DEPTH = 8
+# The 3-D experiment's volumes (stn.data.volumes.VOLUME_SHAPE; data sits above models, so the model cannot import
+# it): 60x60x60 with the digit in a slab of 8 voxels, which the projection's default scale undoes.
+_VOLUME_SHAPE = (1, 60, 60, 60)
+_SLAB_DEPTH = 8
 _TPS_POINTS_PER_SIDE = 4
 
 
@@ -169,8 +168,10 @@ def colocalization_localization(
     -> two fully connected layers of ``hidden`` units. ``(B, C, H, W) -> (B, hidden)`` for the ``in_shape``
     ``(C, H, W)`` it is built for (at least 17x17).
 
-    The paper's text has "two 8-unit fully-connected layers" in "a 100k parameter CNN"; 8-unit layers give 6k
-    parameters on 84x84 and 128-unit ones the stated 100k, so the default is 128.
+    The paper's text has "two 8-unit fully-connected layers" in "a 100k parameter CNN"; on 84x84 the 8-unit
+    layers give 5,947 parameters with the 3-unit θ layer, 128-unit ones 100,627 (the stated 100k; so does a
+    stride-1 convolution with 8-unit layers: 93,179). The default is 128; the paper's SGD method
+    (``coloc-triplet``) takes the 8 of the text.
     """
     c, h, w = (int(s) for s in in_shape)
     if min(h, w) < 17:
@@ -196,6 +197,7 @@ def colocalization_transformer(
     *,
     scale: float | None = None,
     max_translation: float | None = 1.0,
+    hidden: int = 128,
 ) -> SpatialTransformer:
     """The co-localisation attention transformer: θ = ``(s, tx, ty)``, the crop ``[tx - s, tx + s] x
     [ty - s, ty + s]`` of the input (normalised coordinates) resampled to ``out_size``; ``s`` fixed, ``t`` learnt
@@ -212,6 +214,7 @@ def colocalization_transformer(
             ``out_size`` pixels sampled at the image's own resolution (28x28 out of 84x84: ``s = 1/3``).
         max_translation: bound of ``|t|`` (default 1: the crop's centre stays in the image; None: free). See
             :class:`stn.ThetaRegressor`.
+        hidden: units of the localisation net's two fully connected layers (:func:`colocalization_localization`).
 
     Shapes: ``(B, C, H, W) -> (B, C, *out_size)``; ``return_theta=True`` adds θ ``(B, 3)``.
     """
@@ -221,7 +224,7 @@ def colocalization_transformer(
     if not 0 < scale <= 1:
         raise ValueError(f"scale must be in (0, 1] (1 = the whole image), got {scale}")
     return SpatialTransformer(
-        colocalization_localization(in_shape),
+        colocalization_localization(in_shape, hidden=hidden),
         "attention",
         out_size,
         init_theta=[scale, 0.0, 0.0],
@@ -307,10 +310,10 @@ class DepthProjection(nn.Module):
 def volume_model(
     transform: bool = True,
     *,
-    in_shape: Sequence[int] = VOLUME_SHAPE,
+    in_shape: Sequence[int] = _VOLUME_SHAPE,
     num_classes: int = 10,
     out_size: Sequence[int] | None = None,
-    projection_scale: float = VOLUME_SHAPE[1] / SLAB_DEPTH,
+    projection_scale: float = _VOLUME_SHAPE[1] / _SLAB_DEPTH,
     channels: int = 32,
     localization_channels: int = 8,
     localization_downsample: int = 4,
