@@ -83,6 +83,7 @@ def test_a_run_writes_checkpoint_metrics_summary_and_figures(tiny_mnist: Path, t
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["test_error"] == records[-1]["test_error"] == result.summary["test_error"]
     assert summary["train_samples"] == 48 and summary["test_samples"] == 32
+    assert summary["numerics"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()  # where it repeats
     for name in ("checkpoint.pt", "config.json", "metrics.csv", "summary.md", "curves.png", "transformations.png"):
         assert (tmp_path / "run" / name).is_file(), name
     checkpoint = load_checkpoint(tmp_path / "run" / "checkpoint.pt")

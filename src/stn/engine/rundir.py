@@ -30,6 +30,7 @@ from stn.data.specs import spec_differences
 from stn.engine.checkpoint import CHECKPOINT_FILE, CheckpointError, RunRecord
 from stn.engine.config import RESUMABLE_FIELDS, TrainConfig
 from stn.io import LOCK_FILE, write_text_atomic
+from stn.numerics import numerics_fingerprint
 
 if TYPE_CHECKING:
     from stn.engine.trainer import Trainer
@@ -126,9 +127,10 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
 
 def run_summary(trainer: Trainer, *, elapsed: float) -> dict[str, Any]:
     """What ``summary.json`` says of ``trainer``'s finished run (``elapsed``: its wall-clock seconds): the model,
-    data, task, seed, size, steps, the last epoch's train and test metrics, time and throughput, the command; with
-    a validation set also the last epoch's ``val_<metric>`` and the best epoch's (``best_val_<primary>``,
-    ``best_val_epoch``)."""
+    data, task, seed, size, steps, the last epoch's train and test metrics, time and throughput, the command and
+    the numerics it ran under (:func:`stn.numerics.numerics_fingerprint`: which CPU and kernels, so a reader knows
+    where its floats repeat bit for bit); with a validation set also the last epoch's ``val_<metric>`` and the
+    best epoch's (``best_val_<primary>``, ``best_val_epoch``)."""
     history, task = trainer.history, trainer.task
     last = history[-1] if history else {}
     summary = {
@@ -149,6 +151,7 @@ def run_summary(trainer: Trainer, *, elapsed: float) -> dict[str, Any]:
         "time_s": elapsed,
         "images_per_s": trainer.step * trainer.config.batch_size / max(trainer.train_time, 1e-9),
         "command": trainer.command,
+        "numerics": numerics_fingerprint(),  # the CPU, kernels and threads its floats repeat under bit for bit
     }
     key = f"val_{task.primary}"
     scored = [r for r in history if r.get(key) is not None]
