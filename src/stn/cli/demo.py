@@ -106,8 +106,9 @@ def _demo(args: argparse.Namespace) -> int:
     if code:
         return code
     summary = summaries[_MODELS[0]]
-    source = "the 5,000-digit MNIST sample (4,000 train / 1,000 test)" if summary["source"] != "mnist" else "full MNIST"
-    print(f"\nRTS test error after {args.iterations} steps on {source} ({summary['test_samples']} test digits):")
+    source = "the 5,000-digit MNIST sample" if summary["source"] != "mnist" else "full MNIST"
+    digits = f"{summary['train_samples']:,} train / {summary['test_samples']:,} test digits"
+    print(f"\nRTS test error after {args.iterations} steps on {source} ({digits}):")
     for model, s in summaries.items():
         paper = PAPER[model][_DATA]
         print(f"  {model:<11} {100 * s['test_error']:5.2f}%   (paper, 150,000 steps on full MNIST: {paper}%)")
