@@ -39,3 +39,13 @@ def test_the_interop_snippet_runs_as_written() -> None:
     namespace: dict = {}
     exec(compile(match.group(1), "README.md interop snippet", "exec"), namespace)  # in a fresh namespace
     assert tuple(namespace["out"].shape) == (1, 3, namespace["h_out"], namespace["w_out"])
+
+
+def test_the_readme_table1_at_a_glance_is_the_generated_summary() -> None:
+    # results/summary/summary.md is written by `stn reproduce summary`; the README shows its table, links rebased
+    summary = (ROOT / "results" / "summary" / "summary.md").read_text(encoding="utf-8")
+    generated = [line.replace("](../", "](results/") for line in summary.splitlines() if line.startswith("|")]
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    start = readme.index(generated[0])
+    assert readme[start : start + len(generated)] == generated
+    assert readme[start + len(generated)] == ""  # nothing of another table run on into it
