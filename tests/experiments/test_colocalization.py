@@ -1,5 +1,5 @@
-"""``stn reproduce colocalization``: the data sets and an end-to-end quick run (the method itself:
-tests/models/test_colocalization.py)."""
+"""``stn reproduce colocalization``: the data sets and end-to-end quick runs of both methods (the methods
+themselves: tests/models/test_colocalization.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from stn.data import load_mnist
-from stn.data.datasets import colocalization_set
+from stn.data.colocalization import colocalization_set
 from stn.engine.checkpoint import load_checkpoint, save_checkpoint
 from stn.experiments import colocalization
 from stn.models import create_model
@@ -63,6 +63,10 @@ def _args(tiny_mnist: Path, out: Path, *extra: str) -> argparse.Namespace:
             "14",
             "--fit-steps",
             "3",
+            "--steps",
+            "3",
+            "--pairs",
+            "2",
             "--device",
             "cpu",
             *extra,
@@ -74,15 +78,21 @@ def test_quick_run_end_to_end_writes_table_results_and_figure(tiny_mnist: Path, 
     out = tmp_path / "coloc"
     assert colocalization.run(_args(tiny_mnist, out)) == 0
     record = json.loads((out / "results.json").read_text())
+    assert record["method"] == "sgd" and record["steps"] == 3 and record["pairs"] == 2
     assert set(record["scores"]) == {"0", "1"} and set(record["scores"]["0"]) == {"T", "TC"}
     for per_dataset in record["scores"].values():
         for score in per_dataset.values():
             assert 0 <= score["localised_percent"] <= 100 and 0 <= score["held_out_percent"] <= 100
-            assert 1 <= score["sweeps"] <= 20
+            assert score["triplet_loss"] >= 0
     table = (out / "colocalization.md").read_text()
     assert "| 0 |" in table and "| 1 |" in table and "T 100%" in table and "TC 75-93%" in table
-    assert "T held out (%)" in table
+    assert "T held out (%)" in table and "the paper's method" in table
     assert (out / "boxes.png").stat().st_size > 1000
+    run = tmp_path / "runs" / "sgd" / "T-digit0-seed0"  # the paper's SGD, by the training engine
+    sgd = load_checkpoint(run / "checkpoint.pt")
+    assert (sgd["model_name"], sgd["task"]["name"], sgd["step"]) == ("coloc-triplet", "triplet", 3)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["test_localised"] == record["scores"]["0"]["T"]["localised_percent"] / 100
     encoder = tmp_path / "runs" / "encoder" / "checkpoint.pt"
     checkpoint = load_checkpoint(encoder)  # the Table 1 CNN on R, by the training engine, with the recipe given
     assert checkpoint["model_name"] == "cnn" and checkpoint["data"]["variant"] == "r"
@@ -95,6 +105,16 @@ def test_quick_run_end_to_end_writes_table_results_and_figure(tiny_mnist: Path, 
     encoder.unlink()  # as results folders in git keep none: said, not retrained
     with pytest.raises(FileNotFoundError, match=r"encoder: the finished run .* keeps no checkpoint\.pt"):
         colocalization.run(_args(tiny_mnist, out, "--datasets", "T"))
+
+
+def test_the_search_departure_runs_through_the_engine_too(tiny_mnist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "search"
+    assert colocalization.run(_args(tiny_mnist, out, "--method", "search", "--datasets", "T")) == 0
+    record = json.loads((out / "results.json").read_text())
+    assert record["method"] == "search" and record["stride"] == 14 and set(record["scores"]["1"]) == {"T"}
+    assert "our departure" in (out / "colocalization.md").read_text()
+    fit = load_checkpoint(tmp_path / "runs" / "search" / "T-digit1-seed0" / "checkpoint.pt")
+    assert (fit["model_name"], fit["task"]["name"], fit["step"]) == ("coloc-locator", "regression", 3)
 
 
 def test_an_encoder_checkpoint_for_other_image_sizes_is_refused(tiny_mnist: Path, tmp_path: Path) -> None:

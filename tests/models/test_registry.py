@@ -13,6 +13,8 @@ from stn.models import create_model, list_models
 SMALL = {
     "coloc-st": (dict(in_shape=(1, 84, 84)), (1, 84, 84)),
     "coloc-encoder": ({}, (1, 28, 28)),
+    "coloc-triplet": (dict(in_shape=(1, 56, 56)), (2, 56, 56)),  # a pair of images
+    "coloc-locator": (dict(in_shape=(1, 56, 56)), (1, 56, 56)),
     "cub-cnn": (dict(num_classes=10, backbone="tiny"), (3, 32, 32)),
     "cub-st-cnn-2x": (dict(num_classes=10, backbone="tiny", crop_size=16, loc_size=16), (3, 32, 32)),
     "cub-st-cnn-4x": (dict(num_classes=10, backbone="tiny", crop_size=16, loc_size=16), (3, 32, 32)),
@@ -28,6 +30,8 @@ def build_small(name: str) -> tuple[nn.Module, tuple[int, ...]]:
     """The model registered as ``name`` built small, and the ``(C, *spatial)`` shape of one of its inputs."""
     kwargs, shape = SMALL.get(name, ({}, None))
     model = create_model(name, seed=0, **kwargs)
+    if name == "coloc-locator":  # its output is θ alone, which the zero-initialised θ layer keeps from the input
+        nn.init.normal_(model.transformer.head.linear.weight, std=0.1)
     shape = shape or getattr(model, "in_shape", None)
     assert shape is not None, f"add {name!r} to SMALL: it records no in_shape to feed it"
     return model, tuple(shape)

@@ -49,7 +49,6 @@ __all__ = [
     "EpochConcat",
     "EpochDraws",
     "block_seed",
-    "colocalization_set",
 ]
 
 BLOCK_SIZE = 1024  # samples per block of random draws; changing it changes every generated dataset
@@ -64,30 +63,6 @@ def block_seed(*parts: object) -> int:
     """A stable 63-bit seed from ``parts`` (the same in every process and Python version, unlike ``hash``)."""
     digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
     return int.from_bytes(digest, "little") >> 1
-
-
-def colocalization_set(
-    mnist: MNIST, digit: int, variant: str = "coloc", count: int = 100, seed: int = 0
-) -> tuple[Tensor, Tensor]:
-    """The co-localisation data of the paper's appendix (Table 5): ``count`` images of class ``digit`` from
-    ``mnist``'s split, ``images (N, 1, 84, 84)``, and the boxes ``(N, 4)`` (pixel edges) of the 28x28 frames the
-    digits were placed in.
-
-    Args:
-        variant: ``"coloc"`` (T) or ``"coloc-tc"`` (TC, clutter from other digits of the same split).
-    """
-    if variant not in ("coloc", "coloc-tc"):
-        raise ValueError(f"variant must be 'coloc' or 'coloc-tc', got {variant!r}")
-    generator = torch.Generator().manual_seed(block_seed("colocalization", variant, digit, seed))
-    (candidates,) = torch.nonzero(mnist.labels == digit, as_tuple=True)
-    if len(candidates) < count:
-        raise ValueError(f"the {mnist.split} split has {len(candidates)} digits of class {digit}, {count} needed")
-    index = candidates[torch.randperm(len(candidates), generator=generator)[:count]]
-    options = {"clutter_pool": mnist.images, "exclude": index} if variant == "coloc-tc" else {}
-    images, params = GENERATORS[variant](mnist.images[index], generator, **options)
-    centre = torch.tensor([images.shape[-1], images.shape[-2]]) / 2 + params["offset"]
-    half = mnist.images.shape[-1] / 2
-    return images, torch.cat([centre - half, centre + half], dim=1)
 
 
 class EpochDraws(Dataset):

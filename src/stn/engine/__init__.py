@@ -20,6 +20,7 @@ _EXPORTS = {
     "ClassificationTask": "tasks",
     "SequenceTask": "tasks",
     "RegressionTask": "tasks",
+    "TripletTask": "tasks",
     "task_from_spec": "tasks",
     "Trainer": "trainer",
     "TrainResult": "stopping",

@@ -22,7 +22,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["ClassificationTask", "RegressionTask", "SequenceTask", "Task", "task_from_spec"]
+from stn.coords import box_iou
+
+__all__ = [
+    "ClassificationTask",
+    "RegressionTask",
+    "SequenceTask",
+    "Task",
+    "TripletTask",
+    "task_from_spec",
+    "triplet_loss",
+]
 
 
 class Task:
@@ -139,7 +149,67 @@ class RegressionTask(Task):
         return losses.mean(), losses.detach().sum().double().unsqueeze(0)
 
 
-_TASKS = {t.name: t for t in (ClassificationTask, SequenceTask, RegressionTask)}
+def triplet_loss(anchor: Tensor, partner: Tensor, random: Tensor, margin: float = 1.0) -> Tensor:
+    """The hinge ``max(0, ||a - p||² - ||a - r||² + margin)`` (squared Euclidean distances) of each row of the
+    embeddings ``(B, F)`` of anchors, partners and random crops: ``(B,)``. It is zero when the partner is
+    closer to the anchor than the random crop by the margin: ``||a - p||² + margin <= ||a - r||²``.
+
+    Example:
+        >>> triplet_loss(torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.5]]))
+        tensor([0.])
+    """
+    close = (anchor - partner).pow(2).sum(1)
+    far = (anchor - random).pow(2).sum(1)
+    return (close - far + margin).clamp(min=0)
+
+
+class TripletTask(Task):
+    """Co-localisation by the paper's triplet loss (appendix, Table 5): outputs ``(B, 4 + 3F)`` against boxes
+    ``(B, 4)``.
+
+    An output row is the box ``(x0, y0, x1, y1)`` (pixel edges) the model cropped from its anchor image, then the
+    embeddings ``(F,)`` of that crop, of its partner image's crop and of a random crop of the anchor image; the
+    target is the box of the object in the anchor image. The loss is :func:`triplet_loss` with ``margin``
+    (``primary``: it uses no box, so choosing on it stays unsupervised); ``localised`` is the share of crops whose
+    IoU with the target box exceeds ``threshold``, ``iou`` their mean IoU.
+
+    Example:
+        >>> task = TripletTask()
+        >>> output = torch.tensor([[0.0, 0, 2, 2, 0, 0, 1, 0, 0, 1.5]])  # box, then e() of anchor, partner, random
+        >>> loss, sums = task.evaluate(output, torch.tensor([[0.0, 0, 2, 1]]))
+        >>> loss.item(), sums.tolist()  # IoU 0.5 is not above the threshold
+        (0.0, [0.0, 0.0, 0.5])
+    """
+
+    name = "triplet"
+    metrics = ("loss", "localised", "iou")
+    primary = "loss"
+
+    def __init__(self, margin: float = 1.0, threshold: float = 0.5) -> None:
+        if not margin >= 0 or not 0 <= threshold < 1:
+            raise ValueError(f"need margin >= 0 and 0 <= threshold < 1, got {margin}, {threshold}")
+        self.margin, self.threshold = float(margin), float(threshold)
+
+    def spec(self) -> dict[str, Any]:
+        return {"name": self.name, "margin": self.margin, "threshold": self.threshold}
+
+    def check_output(self, output: Tensor, target: Tensor) -> None:
+        b = len(target)
+        if output.dim() != 2 or len(output) != b or (output.shape[1] - 4) % 3 or output.shape[1] < 7:
+            self._fail(output, target, "(B, 4 + 3F): a box and three embeddings of F features, for boxes (B, 4)")
+        if target.shape != (b, 4):
+            self._fail(output, target, "(B, 4 + 3F) for target boxes (B, 4)")
+
+    def evaluate(self, output: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
+        output = output.float()
+        boxes, embeddings = output[:, :4], output[:, 4:]
+        losses = triplet_loss(*embeddings.chunk(3, dim=1), margin=self.margin)
+        iou = box_iou(boxes.detach(), target.float())
+        sums = [losses.detach().sum().double(), (iou > self.threshold).sum().double(), iou.sum().double()]
+        return losses.mean(), torch.stack(sums)
+
+
+_TASKS = {t.name: t for t in (ClassificationTask, SequenceTask, RegressionTask, TripletTask)}
 
 
 def task_from_spec(spec: dict[str, Any]) -> Task:

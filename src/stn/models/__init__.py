@@ -13,6 +13,7 @@ Example:
 
 from stn.models import (
     appendix,  # noqa: F401  (registers the appendix models: addition, co-localisation, 3-D)
+    colocalization,  # noqa: F401  (registers the co-localisation methods' models)
     cub,  # noqa: F401  (registers the Table 3 models)
     mnist,  # noqa: F401  (registers the Table 1 models)
     svhn,  # noqa: F401  (registers the Table 2 models)

@@ -5,12 +5,19 @@ The paper minimises, over the crops ``I_n^T`` the transformer takes, the hinge l
 
     L = sum_n sum_{m != n} max(0, ||e(I_n^T) - e(I_m^T)||² - ||e(I_n^T) - e(I_n^rand)||² + α),   α = 1,
 
-where ``I_n^rand`` is a random crop of ``I_n`` and ``e`` (``coloc-encoder``) embeds a 28x28 crop. SGD on L moves
-every crop onto empty background (docs/reproductions.md), so :func:`colocalize` minimises L one image at a time by
-**best response** (:func:`best_response`) over each image's candidate crops (:func:`candidate_crops`), then fits the
-transformer to the crops found by regression of θ (:func:`fit_transformer`). Boxes are ``(x0, y0, x1, y1)`` pixel
-edges; a crop counts as localised when its IoU with the truth exceeds 0.5 (:func:`fraction_localised`).
-``stn reproduce colocalization`` (:mod:`stn.experiments.colocalization`) runs it on MNIST digits.
+where ``I_n^rand`` is a random crop of ``I_n`` and ``e`` (``coloc-encoder``) embeds a 28x28 crop, by SGD over
+random pairs ``(n, m)``. Two ways to minimise it:
+
+* **SGD, the paper's**: ``coloc-triplet`` (:class:`TripletColocalizer`) takes a pair and returns the crop's box and
+  the three embeddings; the training engine trains its transformer on
+  :class:`stn.data.colocalization.ColocalizationPairs` with :class:`stn.engine.tasks.TripletTask` (the loss above,
+  the share of crops with IoU > 0.5 as its metric).
+* **best response, our departure**: :func:`search_crops` minimises L one image at a time over each image's
+  candidate crops (:func:`candidate_crops`, :func:`best_response`); the engine then fits the transformer of a
+  ``coloc-locator`` (:class:`CropLocator`) to the crops found by regression of θ.
+
+Boxes are ``(x0, y0, x1, y1)`` pixel edges (:func:`crop_boxes`). ``stn reproduce colocalization``
+(:mod:`stn.experiments.colocalization`) runs both on MNIST digits; why the departure: docs/reproductions.md.
 
 Example:
     >>> from stn.models.colocalization import candidate_crops, crop_boxes
@@ -23,28 +30,29 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from stn.algebra import transform_boxes
-from stn.coords import box_iou
 from stn.functional import warp
-from stn.models.registry import create_model
+from stn.models.registry import create_model, register_model
 from stn.modules import SpatialTransformer
 
 __all__ = [
     "DIGIT_SIZE",
     "IOU_THRESHOLD",
-    "ColocalizationResult",
+    "CropLocator",
+    "SearchResult",
+    "TripletColocalizer",
     "best_response",
     "candidate_crops",
-    "colocalize",
     "crop_boxes",
     "expected_triplet_loss",
-    "fit_transformer",
-    "fraction_localised",
+    "random_crops",
+    "search_crops",
 ]
 
 DIGIT_SIZE = 28  # side of the crops e() embeds
@@ -135,62 +143,29 @@ def _embed_candidates(images: Tensor, encoder: nn.Module, theta: Tensor, desc: s
     return torch.stack(out)
 
 
-def fit_transformer(images: Tensor, theta: Tensor, steps: int, lr: float = 1e-3, seed: int = 0) -> SpatialTransformer:
-    """A ``coloc-st`` trained (Adam, full batch) to crop ``theta`` ``(N, 3)`` (one scale) out of ``images``
-    ``(N, C, H, W)`` by regression of its translation."""
-    torch.manual_seed(seed)
-    scale = theta[0, 0].item()
-    st = create_model("coloc-st", in_shape=tuple(images.shape[1:]), scale=scale).to(images.device)
-    optimizer = torch.optim.Adam(st.parameters(), lr=lr)
-    target = theta[:, 1:].to(images.device)
-    for _ in tqdm(range(steps), desc="fit transformer", leave=False, dynamic_ncols=True):
-        loss = (st.localize(images)[:, 1:] - target).pow(2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    return st.eval()
-
-
 @dataclass
-class ColocalizationResult:
-    """``theta`` ``(N, 3)``: the trained transformer's crops, ``iou`` ``(N,)`` theirs; ``history`` ``(S, N, 3)``:
-    the best-response crops at the start and after each sweep, ``loss``: the mean triplet loss after each sweep;
-    ``transformer``: the trained ``coloc-st``."""
+class SearchResult:
+    """What :func:`search_crops` found: ``crops`` ``(N, 3)``, the attention θ chosen for each image;
+    ``history`` ``(S, N, 3)``, the crops at the start and after each sweep; ``loss``, the mean triplet loss after
+    each sweep."""
 
-    theta: Tensor
-    iou: Tensor
+    crops: Tensor
     history: Tensor
     loss: list[float]
-    transformer: SpatialTransformer
-
-    @property
-    def localised(self) -> float:
-        """Fraction of digits with IoU above 0.5."""
-        return fraction_localised(self.iou)
 
 
-def fraction_localised(iou: Tensor) -> float:
-    """Fraction of the IoUs ``(N,)`` above 0.5."""
-    return (iou > IOU_THRESHOLD).float().mean().item()
-
-
-def colocalize(
+def search_crops(
     images: Tensor,
-    boxes: Tensor,
     encoder: nn.Module,
     *,
     stride: int = 4,
     rounds: int = 20,
     margin: float = 1.0,
-    fit_steps: int = 500,
-    fit_lr: float = 1e-3,
-    seed: int = 0,
     desc: str = "co-localise",
-) -> ColocalizationResult:
-    """Find the common object of ``images`` ``(N, 1, H, W)`` (square) by best response on the triplet loss of
-    ``encoder``'s embeddings of 28x28 crops (candidates ``stride`` px apart, at most ``rounds`` sweeps), train a
-    ``coloc-st`` to take those crops (:func:`fit_transformer`), and score its crops against ``boxes`` ``(N, 4)``
-    (used for nothing else)."""
+) -> SearchResult:
+    """Our departure from the paper: the common object of ``images`` ``(N, C, S, S)`` (square) by best response
+    on the triplet loss of ``encoder``'s embeddings of 28x28 crops (candidates ``stride`` px apart, at most
+    ``rounds`` sweeps), every image starting at the candidate nearest its centre."""
     if images.dim() != 4 or images.shape[-1] != images.shape[-2] or images.shape[-1] < DIGIT_SIZE:
         raise ValueError(f"images must be square, (N, C, S, S) with S >= {DIGIT_SIZE}, got {tuple(images.shape)}")
     candidates = candidate_crops(images.shape[-1], DIGIT_SIZE, stride)
@@ -198,9 +173,96 @@ def colocalize(
     centre = int(candidates[:, 1:].abs().sum(1).argmin())  # the crop nearest the image centre
     start = torch.full((len(images),), centre)
     history, losses = best_response(embeddings, start, margin, rounds, desc=f"{desc}: sweeps")
-    found = candidates[history[-1]]
-    st = fit_transformer(images, found, fit_steps, fit_lr, seed)
-    with torch.no_grad():
-        theta = st.localize(images).cpu()
-    iou = box_iou(crop_boxes(theta, images.shape[-2:]), boxes.cpu())
-    return ColocalizationResult(theta, iou, candidates[torch.stack(history)], losses, st)
+    return SearchResult(candidates[history[-1]], candidates[torch.stack(history)], losses)
+
+
+def random_crops(scale: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Attention θ ``(B, 3)`` of crops of half-widths ``scale`` ``(B,)`` (normalised, at most 1) at uniformly
+    random places inside the image: the paper's ``I_n^rand``."""
+    shift = torch.rand(len(scale), 2, generator=generator, device=scale.device, dtype=scale.dtype) * 2 - 1
+    return torch.cat([scale.unsqueeze(1), shift * (1 - scale).unsqueeze(1)], dim=1)
+
+
+class TripletColocalizer(nn.Module):
+    """The paper's co-localisation model: an attention transformer (``coloc-st``) and a frozen embedding e()
+    (``coloc-encoder``), scored by :class:`stn.engine.tasks.TripletTask`.
+
+    The input holds a pair: image ``n`` in the first ``C`` channels, image ``m`` in the others. The transformer
+    crops both; a random crop of ``n`` (:func:`random_crops`, at the scale of ``n``'s crop) is taken too, from the
+    global random stream in training and from a fixed seed in evaluation (the same crops every time). The output
+    row is the box of ``n``'s crop (``(x0, y0, x1, y1)``, pixel edges, for the metrics) then e() of the crops of
+    ``n``, ``m`` and the random one. Gradients reach the localisation net through both transformer crops; e() stays
+    in eval mode with frozen weights.
+
+    Shapes: ``(B, 2C, H, W) -> (B, 4 + 3F)``.
+    """
+
+    def __init__(self, transformer: SpatialTransformer, encoder: nn.Module) -> None:
+        super().__init__()
+        self.transformer, self.encoder = transformer, encoder.requires_grad_(False).eval()
+
+    def train(self, mode: bool = True) -> TripletColocalizer:
+        super().train(mode)
+        self.encoder.eval()
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, channels = len(x), x.shape[1] // 2
+        anchor = x[:, :channels]
+        crops, theta = self.transformer(torch.cat([anchor, x[:, channels:]]), return_theta=True)
+        generator = None if self.training else torch.Generator(x.device).manual_seed(0)
+        rand = random_crops(theta[:b, 0].detach(), generator)
+        rand_crops = warp(anchor, rand, self.transformer.transform, crops.shape[-2:])
+        embeddings = self.encoder(torch.cat([crops, rand_crops])).unflatten(0, (3, b))  # (3, B, F)
+        return torch.cat([crop_boxes(theta[:b].detach(), x.shape[-2:]), *embeddings.unbind(0)], dim=1)
+
+
+class CropLocator(nn.Module):
+    """The translation ``(tx, ty)`` of a ``coloc-st``'s θ: what the best-response method's fit regresses onto the
+    crops found (with :class:`stn.engine.tasks.RegressionTask`). Shapes: ``(B, C, H, W) -> (B, 2)``."""
+
+    def __init__(self, transformer: SpatialTransformer) -> None:
+        super().__init__()
+        self.transformer = transformer
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.transformer.localize(x)[:, 1:]
+
+
+def _inside_transformer(in_shape: Sequence[int], hidden: int, scale: float | None) -> SpatialTransformer:
+    """A ``coloc-st`` (``hidden``-unit localisation net; ``scale``: the crop's half-width, default a 28-pixel crop)
+    whose crops stay inside the image, as the random crops do: off its edge the zero padding would be a "common
+    object" of every image."""
+    c, h, w = (int(s) for s in in_shape)
+    scale = DIGIT_SIZE / w if scale is None else scale
+    if not 0 < scale < 1:
+        raise ValueError(
+            f"the crop's scale must be in (0, 1), smaller than the image, for its translation to move it; got {scale}"
+        )
+    return create_model("coloc-st", in_shape=(c, h, w), hidden=hidden, scale=scale, max_translation=1 - scale)
+
+
+@register_model("coloc-triplet")
+def _coloc_triplet(
+    in_shape: Sequence[int] = (1, 84, 84),
+    hidden: int = 8,
+    scale: float | None = None,
+    encoder: dict[str, Any] | None = None,
+    taps: Sequence[int] | None = None,
+    normalize: bool = False,
+) -> TripletColocalizer:
+    """:class:`TripletColocalizer` over a ``coloc-st`` cropping inside the image (``hidden`` units in the
+    localisation net's fully connected layers: the paper's 8; ``scale``: the crop's fixed half-width) and a
+    ``coloc-encoder`` over a fresh ``create_model("cnn", **encoder)`` (``taps``: its layers concatenated,
+    ``normalize``: each to unit norm; see :class:`stn.models.appendix.ActivationEncoder`); the caller loads the
+    trained encoder's weights into ``model.encoder``."""
+    net = create_model("cnn", **(encoder or {}))
+    e = create_model("coloc-encoder", classifier=net, taps=taps, normalize=normalize)
+    return TripletColocalizer(_inside_transformer(in_shape, hidden, scale), e)
+
+
+@register_model("coloc-locator")
+def _coloc_locator(in_shape: Sequence[int] = (1, 84, 84), hidden: int = 128, scale: float | None = None) -> CropLocator:
+    """:class:`CropLocator` over the ``coloc-st`` of ``coloc-triplet`` (the same arguments), so that the fitted
+    transformer's weights load into a ``coloc-triplet`` and crop the same."""
+    return CropLocator(_inside_transformer(in_shape, hidden, scale))
