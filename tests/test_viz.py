@@ -161,3 +161,17 @@ def test_the_log_error_axis_has_a_few_plain_tick_labels_that_do_not_overlap(
         assert all(a.y1 <= b.y0 for a, b in itertools.pairwise(boxes)), texts  # none overlaps the next
     finally:
         plt.close(fig)
+
+
+def test_curves_draw_every_metric_of_the_task_and_the_validation_split(tmp_path: Path, monkeypatch) -> None:
+    figures = []
+    monkeypatch.setattr(viz, "save_figure", lambda fig, path: figures.append(fig) or Path(path))
+    records = [  # a task without an error metric (co-localisation's), with a validation split
+        {"epoch": e, "train_loss": 1 / e, "val_loss": 1.1 / e, "test_loss": 1.2 / e, "train_iou": 0.1 * e,
+         "val_iou": 0.1 * e, "test_iou": 0.09 * e, "train_localised": 0.2, "val_localised": 0.2, "test_localised": 0.3}
+        for e in (1, 2, 3)
+    ]  # fmt: skip
+    viz.plot_curves(records, tmp_path / "curves.png")
+    axes = figures[0].axes
+    assert [ax.get_title() for ax in axes] == ["loss", "iou", "localised"]
+    assert [line.get_label() for line in axes[0].get_lines()] == ["train", "val", "test"]

@@ -213,31 +213,41 @@ def _few_log_ticks(axis: Any) -> None:
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
-    """Loss and error curves per epoch, plus the θ diagnostics (scale, outside fraction, folds) when the records
-    have them (keys ``"<transformer>.scale_mean"`` etc., see :mod:`stn.modules.diagnostics`)."""
+    """One panel per metric of the task (``loss`` first, then e.g. ``error``), each with the training, validation
+    and test curves the records hold (keys ``train_<metric>``, ``val_<metric>``, ``test_<metric>``), plus the θ
+    diagnostics (scale, outside fraction, folds) when the records have them (keys ``"<transformer>.scale_mean"`` etc.,
+    see :mod:`stn.modules.diagnostics`). ``error`` is drawn in % on a log scale."""
     if not history:
         raise ValueError("history is empty: nothing to plot")
     epochs = [r["epoch"] for r in history]
-    names = sorted({k.rsplit(".", 1)[0] for k in history[-1] if k.endswith(".scale_mean")})
-    fig, axes = plt.subplots(1, 4 if names else 2, figsize=(16 if names else 8, 3.2), squeeze=False)
+    last = history[-1]
+    metrics = sorted({k.split("_", 1)[1] for k in last if k.startswith("test_")}, key=lambda m: (m != "loss", m))
+    names = sorted({k.rsplit(".", 1)[0] for k in last if k.endswith(".scale_mean")})
+    panels = len(metrics) + (2 if names else 0)
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.2), squeeze=False)
     axes = axes[0]
-    for split, style in (("train", "--"), ("test", "-")):
-        axes[0].plot(epochs, [r[f"{split}_loss"] for r in history], style, label=split)
-        axes[1].plot(epochs, [100 * r[f"{split}_error"] for r in history], style, label=split)
-    axes[0].set(title="cross-entropy", xlabel="epoch")
-    axes[1].set(title="error (%)", xlabel="epoch", yscale="log")
-    _few_log_ticks(axes[1].yaxis)
-    for name in names:
-        mean = np.array([r[f"{name}.scale_mean"] for r in history])
-        std = np.array([r[f"{name}.scale_std"] for r in history])
-        axes[2].plot(epochs, mean, label=name)
-        axes[2].fill_between(epochs, mean - std, mean + std, alpha=0.2)
-        axes[3].plot(epochs, [100 * r[f"{name}.outside_frac"] for r in history], label=f"{name}: outside input")
-        axes[3].plot(epochs, [100 * r[f"{name}.fold_frac"] for r in history], ":", label=f"{name}: folded")
+    for ax, metric in zip(axes, metrics):
+        percent = metric == "error"
+        for split, style in (("train", "--"), ("val", ":"), ("test", "-")):
+            values = [r.get(f"{split}_{metric}") for r in history]
+            if all(v is not None for v in values):
+                ax.plot(epochs, [100 * v if percent else v for v in values], style, label=split)
+        ax.set(title="error (%)" if percent else metric, xlabel="epoch")
+        if percent:
+            ax.set_yscale("log")
+            _few_log_ticks(ax.yaxis)
     if names:
-        axes[2].axhline(1.0, color="gray", lw=0.5)
-        axes[2].set(title="θ scale (1 = identity, <1 zoom in)", xlabel="epoch")
-        axes[3].set(title="sampling grid (%)", xlabel="epoch")
+        scale_ax, grid_ax = axes[len(metrics) :]
+        for name in names:
+            mean = np.array([r[f"{name}.scale_mean"] for r in history])
+            std = np.array([r[f"{name}.scale_std"] for r in history])
+            scale_ax.plot(epochs, mean, label=name)
+            scale_ax.fill_between(epochs, mean - std, mean + std, alpha=0.2)
+            grid_ax.plot(epochs, [100 * r[f"{name}.outside_frac"] for r in history], label=f"{name}: outside input")
+            grid_ax.plot(epochs, [100 * r[f"{name}.fold_frac"] for r in history], ":", label=f"{name}: folded")
+        scale_ax.axhline(1.0, color="gray", lw=0.5)
+        scale_ax.set(title="θ scale (1 = identity, <1 zoom in)", xlabel="epoch")
+        grid_ax.set(title="sampling grid (%)", xlabel="epoch")
     for ax in axes:
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
