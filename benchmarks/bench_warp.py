@@ -8,8 +8,19 @@
   where the output is smaller than the input kornia's TPS is ``get_tps_transform`` + ``warp_points_tps`` on the
   output's pixel grid + ``grid_sample`` (what ``warp_image_tps`` does inside, at the output size).
 
-Every call is timed as forward + backward to θ (and to the input with ``--input-grad``), all implementations
-interleaved in one process, and the median of ``--repeats`` runs is reported.
+Then, each beside its alternative where one exists (ratio = ours / alternative):
+
+* ``antialias=True`` overhead: ``stn.warp(..., antialias=True)`` against the plain ``stn.warp`` of the same θ
+  (where some samples shrink: the cost of supersampling them), and on a pure 2x downscaling against
+  ``F.interpolate(..., mode="bilinear", antialias=True)``, which computes the same output there;
+* the warp algebra: ``stn.transform_points`` against kornia's ``transform_points`` with the pixel matrix that
+  ``stn.pixel_matrix_from_theta`` gives (the same points; ours converts pixels to normalised coordinates and back,
+  in float64), the TPS directions (``inverse=True`` evaluates the spline, beside kornia's ``get_tps_transform`` +
+  ``warp_points_tps`` with its kernels on the control points, the same spline; the forward direction is a Newton
+  solve, with no alternative), and ``stn.compose`` against the product of the homogeneous matrices by hand.
+
+Every call is timed as forward + backward to θ (and to the input with ``--input-grad``; the algebra: to θ and the
+points), all implementations interleaved in one process, and the median of ``--repeats`` runs is reported.
 
 Usage::
 
@@ -25,14 +36,17 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from kornia.geometry import create_meshgrid
+from kornia.geometry.linalg import transform_points as kornia_transform_points
 from kornia.geometry.transform import get_tps_transform, warp_image_tps, warp_perspective, warp_points_tps
 
 import stn
 from stn import transforms
+from stn.antialias import supersampling_factors
 
 # (batch, channels, input H = W, output H = W)
 FULL_SIZES = [(256, 1, 42, 42), (256, 1, 60, 30), (32, 3, 448, 224)]
@@ -120,13 +134,23 @@ def make_cases(batch: int, channels: int, in_size: int, out_size: int) -> list[C
     return cases
 
 
-def time_call(func: Warp, x: torch.Tensor, param: torch.Tensor) -> float:
-    """Seconds for one forward + backward of ``func``."""
-    x = x.detach().requires_grad_(x.requires_grad)
-    param = param.detach().requires_grad_()
+def time_call(func: Callable[..., torch.Tensor], *inputs: torch.Tensor) -> float:
+    """Seconds for one forward + backward of ``func`` to those of its ``inputs`` that require a gradient."""
+    leaves = [t.detach().requires_grad_(t.requires_grad) for t in inputs]
     start = time.perf_counter()
-    func(x, param).sum().backward()
+    func(*leaves).sum().backward()
     return time.perf_counter() - start
+
+
+def interleaved(funcs: list[Callable[..., torch.Tensor]], inputs: list[tuple], repeats: int, warmup: int) -> list:
+    """Median seconds of each ``funcs[i](*inputs[i])`` (forward + backward), the calls interleaved."""
+    times: list[list[float]] = [[] for _ in funcs]
+    for i in range(warmup + repeats):
+        for func, args, record in zip(funcs, inputs, times):
+            elapsed = time_call(func, *args)
+            if i >= warmup:
+                record.append(elapsed)
+    return [statistics.median(record) for record in times]
 
 
 def run_case(case: Case, repeats: int, warmup: int, input_grad: bool) -> tuple[float, float]:
@@ -136,14 +160,156 @@ def run_case(case: Case, repeats: int, warmup: int, input_grad: bool) -> tuple[f
         torch.testing.assert_close(
             case.ours(x, case.theta), case.reference(x, case.reference_param), rtol=0, atol=1e-3
         )  # float32 rounding of different formulas
-    ours, reference = [], []
-    for i in range(warmup + repeats):
-        a = time_call(case.ours, x, case.theta)
-        b = time_call(case.reference, x, case.reference_param)
-        if i >= warmup:
-            ours.append(a)
-            reference.append(b)
-    return statistics.median(ours), statistics.median(reference)
+    theta, param = case.theta.detach().requires_grad_(), case.reference_param.detach().requires_grad_()
+    ours, reference = interleaved([case.ours, case.reference], [(x, theta), (x, param)], repeats, warmup)
+    return ours, reference
+
+
+@dataclass
+class Pair:
+    """One line of the antialias and algebra tables: our call beside its alternative (None where there is none)."""
+
+    label: str
+    ours: Callable[..., torch.Tensor]
+    inputs: tuple
+    reference_name: str = "—"
+    reference: Callable[..., torch.Tensor] | None = None
+    reference_inputs: tuple = ()
+    same_output: bool = False
+    note: str = ""
+
+
+def antialias_pairs(batch: int, channels: int, in_size: int, out_size: int, input_grad: bool) -> list[Pair]:
+    """``antialias=True`` against plain ``stn.warp`` (random θ as in the warp table, and a 1.5x attention window),
+    and a pure downscaling against ``F.interpolate(antialias=True)`` (backward to the input: it has no θ)."""
+    out = (out_size, out_size)
+    x = torch.rand(batch, channels, in_size, in_size).requires_grad_(input_grad)
+    size = f"{batch}x{channels}x{in_size}²->{out_size}²"
+    pairs = []
+    thetas: dict[str, torch.Tensor] = {}
+    for family in TARGETS:
+        t = transforms.get(family)
+        thetas[family] = t.identity(batch) + 0.05 * torch.randn(batch, t.num_params)
+    if out_size < in_size:
+        thetas["attention s=0.75"] = torch.tensor([[0.75, 0.0, 0.0]]).repeat(batch, 1)
+    for name, theta in thetas.items():
+        family = name.split()[0]
+        factors = supersampling_factors(theta, family, (in_size, in_size), out)
+        shrinking = (factors > 1).any(1).float().mean()
+        note = f"{shrinking:.0%} of samples shrink, k <= {int(factors.amax())}"
+
+        def warp(x: torch.Tensor, th: torch.Tensor, family: str = family, antialias: bool = True) -> torch.Tensor:
+            return stn.warp(x, th, family, out, antialias=antialias)
+
+        plain = partial(warp, antialias=False)
+        theta.requires_grad_()
+        pairs.append(Pair(f"{size} {name}", warp, (x, theta), "stn.warp (plain)", plain, (x, theta), note=note))
+    if in_size % out_size == 0 and out_size < in_size:
+        whole = transforms.get("attention").identity(batch)
+
+        def resize(x: torch.Tensor) -> torch.Tensor:
+            return F.interpolate(x, size=out, mode="bilinear", antialias=True, align_corners=False)
+
+        scaling = partial(stn.warp, theta=whole, transform="attention", out_size=out, antialias=True)
+        x = x.detach().requires_grad_()
+        label = f"{size} scale 1/{in_size // out_size}"
+        pairs.append(Pair(label, scaling, (x,), "F.interpolate antialias", resize, (x,), same_output=True))
+    return pairs
+
+
+def algebra_pairs(batch: int, points: int) -> list[Pair]:
+    """``stn.transform_points`` and ``stn.compose`` beside kornia's / hand-written equivalents."""
+    in_size, out_size = (64, 80), (48, 96)
+    keypoints = (torch.rand(batch, points, 2) * torch.tensor([80.0, 64.0]) - 0.5).requires_grad_()
+    pairs = []
+    for family in ("affine", "projective"):
+        t = transforms.get(family)
+        theta = (t.identity(batch) + 0.05 * torch.randn(batch, t.num_params)).requires_grad_()
+        matrix = stn.pixel_matrix_from_theta(theta.detach(), family, in_size, out_size)
+        if family == "affine":  # kornia takes the homogeneous 3x3 matrix
+            matrix = torch.cat([matrix, torch.tensor([0.0, 0.0, 1.0]).expand(batch, 1, 3)], dim=1)
+        ours = partial(stn.transform_points, transform=family, in_size=in_size, out_size=out_size)
+        pairs.append(
+            Pair(
+                f"transform_points {family}",
+                ours,
+                (keypoints, theta),
+                "kornia transform_points",
+                kornia_transform_points,
+                (matrix.requires_grad_(), keypoints),
+                same_output=True,
+            )
+        )
+        other = (t.identity(batch) + 0.05 * torch.randn(batch, t.num_params)).requires_grad_()
+        pairs.append(
+            Pair(
+                f"compose {family}",
+                partial(stn.compose, transform=family),
+                (theta, other),
+                "matrix product by hand",
+                partial(compose_by_hand, projective=family == "projective"),
+                (theta, other),
+                same_output=True,
+            )
+        )
+    tps = transforms.get("tps")
+    theta = (tps.identity(batch) + 0.05 * torch.randn(batch, tps.num_params)).requires_grad_()
+    control = tps.control_points.float().expand(batch, -1, -1)
+    pixels_in, pixels_out = torch.tensor(in_size[::-1]), torch.tensor(out_size[::-1])  # (W, H), points are (x, y)
+
+    def kornia_tps_points(p: torch.Tensor, th: torch.Tensor) -> torch.Tensor:
+        """The same spline (kernels centred on the control points), output pixels -> input pixels."""
+        kernel_weights, affine_weights = get_tps_transform(control, th.view(batch, -1, 2))
+        normalized = warp_points_tps((2 * p + 1) / pixels_out - 1, control, kernel_weights, affine_weights)
+        return ((normalized + 1) * pixels_in - 1) / 2
+
+    inverse = partial(stn.transform_points, transform=tps, in_size=in_size, out_size=out_size, inverse=True)
+    pairs.append(
+        Pair(
+            "transform_points tps inverse",
+            inverse,
+            (keypoints, theta),
+            "kornia warp_points_tps",
+            kornia_tps_points,
+            (keypoints, theta),
+            same_output=True,
+        )
+    )
+    forward = partial(stn.transform_points, transform=tps, in_size=in_size, out_size=out_size)
+    pairs.append(Pair("transform_points tps", forward, (keypoints, theta), note="Newton solve"))
+    return pairs
+
+
+def compose_by_hand(a: torch.Tensor, b: torch.Tensor, projective: bool) -> torch.Tensor:
+    """θ of ``T_a ∘ T_b`` as a user would write it: homogeneous 3x3 matrices, one product (float32, no checks)."""
+    last = torch.ones(a.shape[0], 1) if projective else torch.tensor([0.0, 0.0, 1.0]).expand(a.shape[0], 3)
+    product = torch.cat([a, last], dim=1).view(-1, 3, 3) @ torch.cat([b, last], dim=1).view(-1, 3, 3)
+    return (product / product[:, 2:, 2:]).flatten(1)[:, :8] if projective else product[:, :2].flatten(1)
+
+
+def print_pairs(title: str, unit: str, pairs: list[Pair], repeats: int, warmup: int) -> None:
+    print(f"\n{title}")
+    header = f"{'case':<44} {'ours ' + unit:>10} {'alternative':<26} {'alt ' + unit:>9} {'ratio':>7}  note"
+    print(header)
+    print("-" * len(header))
+    scale = 1e3 if unit == "ms" else 1e6
+    for pair in pairs:
+        if pair.same_output and pair.reference is not None:  # both sides compute the same numbers
+            ours = pair.ours(*pair.inputs).detach()
+            torch.testing.assert_close(
+                ours, pair.reference(*pair.reference_inputs).detach().view_as(ours), atol=1e-3, rtol=1e-4
+            )
+        if pair.reference is None:
+            (ours,) = interleaved([pair.ours], [pair.inputs], repeats, warmup)
+            print(f"{pair.label:<44} {ours * scale:>10.2f} {pair.reference_name:<26} {'—':>9} {'—':>7}  {pair.note}")
+            continue
+        ours, reference = interleaved(
+            [pair.ours, pair.reference], [pair.inputs, pair.reference_inputs], repeats, warmup
+        )
+        print(
+            f"{pair.label:<44} {ours * scale:>10.2f} {pair.reference_name:<26} {reference * scale:>9.2f} "
+            f"{ours / reference:>6.3f}x  {pair.note}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -179,6 +345,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"{size:<20} {case.family:<11} {ours * 1e3:>11.2f} {name:<26} {reference * 1e3:>9.2f} "
                 f"{ratio:>6.3f}x {1 / ratio:>7.1f}x  {target} {'ok' if met(ratio) else 'MISSED'}"
             )
+    pairs = [pair for size in sizes for pair in antialias_pairs(*size, args.input_grad)]
+    print_pairs("antialias=True: overhead over plain sampling, and a pure downscaling", "ms", pairs, repeats, warmup)
+    batch, points = (2, 5) if args.smoke else (256, 68)
+    title = f"warp algebra: {batch} samples x {points} points, forward + backward to θ and the points"
+    print_pairs(title, "µs", algebra_pairs(batch, points), repeats, warmup)
     print(f"load average at end {os.getloadavg()[0]:.1f}")
     if args.smoke:
         print("smoke run: sizes too small and single runs, the ratios mean nothing")

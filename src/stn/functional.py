@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from stn.antialias import supersample
 from stn.coords import check_size
 from stn.transforms import Affine, Affine3d, Projective, Transform, resolve
 
@@ -212,6 +213,7 @@ def warp(
     fill: Fill | None = None,
     *,
     check_finite: bool | None = None,
+    antialias: bool = False,
 ) -> Tensor:
     """Warp ``x`` by T_θ: ``out[b, :, y_t, x_t] = x[b, :, T_θ(x_t, y_t)]``.
 
@@ -236,6 +238,11 @@ def warp(
         fill: scalar or per-channel value read outside the input, see :func:`sample`.
         check_finite: raise a ``ValueError`` when θ is NaN or infinite (default: the environment variable
             ``STN_CHECK_FINITE``, read at each call; see above).
+        antialias: where T_θ shrinks the input (more than one input pixel between neighbouring output pixels),
+            read that sample ``k = ceil(shrink)`` times finer along each shrunk axis and reduce it with a tent filter
+            of one output pixel's radius, so that the output does not alias; a sample that does not shrink is read
+            exactly as without, bit for bit. It costs about ``k_y * k_x`` times the sampling where it shrinks, and
+            one device synchronisation per call: see :mod:`stn.antialias` for the method, its cost and its limits.
 
     Returns:
         ``(B, C, *out_size)`` in ``x``'s dtype. Grids are computed in at least float32.
@@ -258,6 +265,10 @@ def warp(
         Traceback (most recent call last):
         ...
         ValueError: stn.warp: θ is NaN or infinite for sample(s) [3] of 8 (...)
+        >>> stripes = torch.tensor([[[[0.0, 1.0] * 4]]])  # (1, 1, 1, 8), shrunk 8/3 times below
+        >>> whole = transforms.get("attention").identity(1)
+        >>> warp(stripes, whole, "attention", (1, 3)), warp(stripes, whole, "attention", (1, 3), antialias=True)
+        (tensor([[[[0.8333, 0.5000, 0.1667]]]]), tensor([[[[0.4583, 0.5000, 0.5278]]]]))
     """
     t = resolve(transform)
     _check_input(x, t.ndim)
@@ -268,6 +279,10 @@ def warp(
         _raise_if_not_finite(theta, "stn.warp", "a θ regressed from NaN/inf inputs, or by a net that diverged")
     size = tuple(x.shape[2:]) if out_size is None else check_size(out_size, t.ndim)
     theta = theta.to(_compute_dtype(x.dtype))
-    # With zero padding the grid's outside points already read 0 / fill: the mask is needed for the others only.
-    valid = None if padding_mode == "zeros" else t.valid_mask(theta, size)
-    return sample(x, t.grid(theta, size), mode=mode, padding_mode=padding_mode, fill=fill, valid=valid)
+
+    def read(x: Tensor, theta: Tensor, size: tuple[int, ...]) -> Tensor:
+        # With zero padding the grid's outside points already read 0 / fill: the mask is needed for the others only.
+        valid = None if padding_mode == "zeros" else t.valid_mask(theta, size)
+        return sample(x, t.grid(theta, size), mode=mode, padding_mode=padding_mode, fill=fill, valid=valid)
+
+    return supersample(x, theta, t, size, read) if antialias else read(x, theta, size)

@@ -10,6 +10,16 @@ from pathlib import Path
 import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+# Lines a benchmark must print with a ratio, beyond its main table.
+RATIO_LINES = {
+    "bench_warp.py": [
+        r"affine .* stn\.warp \(plain\)",  # antialias=True against plain sampling
+        r"scale 1/2 .* F\.interpolate antialias",
+        r"transform_points affine .* kornia transform_points",
+        r"transform_points tps inverse .* kornia warp_points_tps",
+        r"compose projective .* matrix product by hand",
+    ]
+}
 
 
 @pytest.mark.parametrize(
@@ -30,3 +40,5 @@ def test_benchmark_smoke(args: list[str], tiny_mnist: Path) -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert re.search(r"\d\.\d+x", done.stdout), done.stdout[-2000:]  # every benchmark prints a ratio such as 1.04x
+    for line in RATIO_LINES.get(argv[0], []):
+        assert re.search(line + r".* \d+\.\d+x", done.stdout), f"no line {line!r} with a ratio in\n{done.stdout}"

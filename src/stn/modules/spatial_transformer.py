@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from stn.antialias import supersample
 from stn.coords import check_size
 from stn.functional import Fill, _check_finite_default, _raise_if_not_finite, sample
 from stn.transforms import Transform, resolve
@@ -139,6 +140,11 @@ class ThetaRegressor(nn.Module):
         return theta
 
 
+def _in_grid_dtype(theta: Tensor) -> Tensor:
+    """θ in the dtype grids are computed in: its own if float32 or float64, else float32 (see stn.functional)."""
+    return theta if theta.dtype in (torch.float32, torch.float64) else theta.float()
+
+
 class _TransformerBase(nn.Module):
     def __init__(
         self,
@@ -148,6 +154,7 @@ class _TransformerBase(nn.Module):
         padding_mode: str,
         fill: Fill | None,
         check_finite: bool | None,
+        antialias: bool,
     ) -> None:
         super().__init__()
         self.transform = resolve(transform)
@@ -156,6 +163,7 @@ class _TransformerBase(nn.Module):
         self.padding_mode = padding_mode
         self.fill = fill
         self.check_finite = bool(_check_finite_default() if check_finite is None else check_finite)
+        self.antialias = antialias
 
     def _check_finite(self, theta: Tensor) -> None:
         """Raise when θ ``(B, P)`` or ``(B, N, P)`` is NaN or infinite (eager forwards with check_finite only)."""
@@ -170,17 +178,26 @@ class _TransformerBase(nn.Module):
     def _grid(self, x: Tensor, theta: Tensor) -> tuple[Tensor, Tensor | None]:
         """The grid of θ ``(B, P)`` and, where the padding would not read 0 there, the mask of target points
         without a source point (see :meth:`stn.transforms.Transform.valid_mask`)."""
-        size = self.out_size or tuple(x.shape[2:])
-        work = theta.dtype if theta.dtype in (torch.float32, torch.float64) else torch.float32
-        theta = theta.to(work)
+        return self._grid_at(_in_grid_dtype(theta), self.out_size or tuple(x.shape[2:]))
+
+    def _grid_at(self, theta: Tensor, size: tuple[int, ...]) -> tuple[Tensor, Tensor | None]:
         valid = None if self.padding_mode == "zeros" else self.transform.valid_mask(theta, size)
         return self.transform.grid(theta, size), valid
 
     def _sample(self, x: Tensor, grid: Tensor, valid: Tensor | None) -> Tensor:
         return sample(x, grid, mode=self.mode, padding_mode=self.padding_mode, fill=self.fill, valid=valid)
 
+    def _read(self, x: Tensor, theta: Tensor, size: tuple[int, ...]) -> Tensor:
+        """The plain warp of ``x`` by θ ``(B, P)`` onto ``size``: what :func:`stn.antialias.supersample` reads."""
+        return self._sample(x, *self._grid_at(theta, size))
+
+    def _antialiased(self, x: Tensor, theta: Tensor) -> Tensor:
+        """The warp of ``x`` by θ ``(B, P)``, supersampled where it shrinks (``antialias=True``)."""
+        size = self.out_size or tuple(x.shape[2:])
+        return supersample(x, _in_grid_dtype(theta), self.transform, size, self._read)
+
     def extra_repr(self) -> str:
-        return f"transform={self.transform.name!r}, out_size={self.out_size}"
+        return f"transform={self.transform.name!r}, out_size={self.out_size}{', antialias=True' * self.antialias}"
 
 
 class SpatialTransformer(_TransformerBase):
@@ -202,6 +219,8 @@ class SpatialTransformer(_TransformerBase):
         fill: the constant read outside the input (the image background), see :func:`stn.sample`.
         check_finite: raise a ``ValueError`` naming the samples whose θ is NaN or infinite (eager forwards;
             default: the environment variable ``STN_CHECK_FINITE=1``). See the module docstring.
+        antialias: supersample the samples whose θ shrinks the input, so that the output does not alias; those
+            that do not shrink are sampled exactly as without (see :mod:`stn.antialias`, and its cost).
 
     Example:
         >>> import torch
@@ -227,8 +246,9 @@ class SpatialTransformer(_TransformerBase):
         padding_mode: str = "zeros",
         fill: Fill | None = None,
         check_finite: bool | None = None,
+        antialias: bool = False,
     ) -> None:
-        super().__init__(transform, out_size, mode, padding_mode, fill, check_finite)
+        super().__init__(transform, out_size, mode, padding_mode, fill, check_finite, antialias)
         self.localization = localization
         self.head = ThetaRegressor(
             _feature_width(localization, in_features),
@@ -247,7 +267,7 @@ class SpatialTransformer(_TransformerBase):
         """The warped input ``(B, C, *out_size)``, or ``(output, θ (B, P))`` with ``return_theta=True``."""
         theta = self.localize(x)
         self._check_finite(theta)
-        out = self._sample(x, *self._grid(x, theta))
+        out = self._antialiased(x, theta) if self.antialias else self._sample(x, *self._grid(x, theta))
         return (out, theta) if return_theta else out
 
 
@@ -274,6 +294,7 @@ class ParallelSpatialTransformer(_TransformerBase):
         padding_mode: as in :class:`SpatialTransformer`.
         fill: as in :class:`SpatialTransformer`.
         check_finite: as in :class:`SpatialTransformer`.
+        antialias: as in :class:`SpatialTransformer`; each transformer is then sampled in its own call.
 
     Example:
         >>> import torch
@@ -301,8 +322,9 @@ class ParallelSpatialTransformer(_TransformerBase):
         padding_mode: str = "zeros",
         fill: Fill | None = None,
         check_finite: bool | None = None,
+        antialias: bool = False,
     ) -> None:
-        super().__init__(transform, out_size, mode, padding_mode, fill, check_finite)
+        super().__init__(transform, out_size, mode, padding_mode, fill, check_finite, antialias)
         shared = isinstance(localization, nn.Module)
         nets = [localization] if shared else list(localization)
         n = num_transformers if num_transformers is not None else (None if shared else len(nets))
@@ -345,12 +367,15 @@ class ParallelSpatialTransformer(_TransformerBase):
         theta = self.localize(x)
         self._check_finite(theta)
         b, n = theta.shape[:2]
-        grid, valid = self._grid(x, theta.flatten(0, 1))  # (B*N, *out, ndim), (B*N, *out) or None
-        out_shape = grid.shape[1:-1]
-        stacked = grid.reshape(b, n * out_shape[0], *out_shape[1:], grid.shape[-1])
-        if valid is not None:
-            valid = valid.reshape(stacked.shape[:-1])
-        out = self._sample(x, stacked, valid)  # (B, C, N*out0, ...)
-        out = out.view(b, out.shape[1], n, *out_shape).transpose(1, 2)  # (B, N, C, *out)
+        if self.antialias:
+            out = torch.stack([self._antialiased(x, theta[:, i]) for i in range(n)], dim=1)  # (B, N, C, *out)
+        else:
+            grid, valid = self._grid(x, theta.flatten(0, 1))  # (B*N, *out, ndim), (B*N, *out) or None
+            out_shape = grid.shape[1:-1]
+            stacked = grid.reshape(b, n * out_shape[0], *out_shape[1:], grid.shape[-1])
+            if valid is not None:
+                valid = valid.reshape(stacked.shape[:-1])
+            out = self._sample(x, stacked, valid)  # (B, C, N*out0, ...)
+            out = out.view(b, out.shape[1], n, *out_shape).transpose(1, 2)  # (B, N, C, *out)
         result = out.flatten(1, 2) if self.concat else list(out.unbind(1))
         return (result, theta) if return_theta else result
