@@ -4,7 +4,8 @@ evaluate, visualise.
 The folder holds one sub-folder per class of grayscale PNGs (``<folder>/<class>/*.png``, like torchvision's
 ``ImageFolder``). Without ``--folder`` the script first writes a small synthetic one (crosses and squares at
 random places and sizes in 32x32 images) so that it runs anywhere in a minute on a CPU; there the test error
-ends near 0% and θ has moved visibly away from the identity (the grids of what-the-transformer-does.png).
+ends near 2% (1.7% of 120 test images under every CPU kernel set we tried) and θ has moved visibly away from the
+identity (the grids of what-the-transformer-does.png).
 
     python examples/train_own_data.py --out runs/own-data             # train (Ctrl-C saves a checkpoint)
     python examples/train_own_data.py --out runs/own-data             # again: resumes, or says it is done
@@ -83,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
 
     # The recipe: stn's (results/recipe-ablation), a cosine decay of the learning rate after a short warm-up,
     # which suits a run of any length. The paper's step schedule (TrainConfig's default) divides the rate by 100
-    # within the few epochs of a short run, before the transformer has moved from the identity. The model comes
-    # from the registry, so the checkpoint can rebuild it by name.
+    # within the few epochs of a short run, before the transformer has moved from the identity. Gradients are
+    # clipped to norm 1: without it, on some CPUs' kernels (ATEN_CPU_CAPABILITY=default) the transformer zoomed out
+    # of the image mid-run and the run ended at chance (50%), where clipped it ends at 1.7% on every kernel set.
+    # The model comes from the registry, so the checkpoint can rebuild it by name.
     config = TrainConfig(
-        epochs=args.epochs, batch_size=32, lr=0.05, schedule="cosine", warmup=0.05, device="auto", theta_samples=8
-    )
+        epochs=args.epochs, batch_size=32, lr=0.05, schedule="cosine", warmup=0.05, clip_grad_norm=1.0,
+        device="auto", theta_samples=8,
+    )  # fmt: skip
     torch.manual_seed(config.seed)
     model = create_model("st-cnn-aff", in_shape=(1, args.size, args.size), num_classes=classes)
     print(f"{len(train_set)} training / {len(test_set)} test images of {train_set.classes}; run in {args.out}: "

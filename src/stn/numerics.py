@@ -51,7 +51,7 @@ def numerics_fingerprint(threads: int | None = None) -> dict[str, Any]:
     intra-op ``threads`` (default: the current setting)."""
     cpu, isa = _cpu()
     return {
-        "torch": torch.__version__,
+        "torch": str(torch.__version__),  # a plain str: TorchVersion does not load with weights_only=True
         "cpu": cpu,
         "isa": isa,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),

@@ -24,6 +24,7 @@ NOT_MEMORY = {
     "--stride": "larger strides search fewer crops",
     "--rounds": "time, not memory",
     "--fit-steps": "time, not memory",
+    "--steps": "time, not memory",
     "--limit-train": "a cap below the dataset's size",
     "--limit-test": "a cap below the dataset's size",
     "--crop": "a choice of 64 or 128",

@@ -1,6 +1,7 @@
 """Tests for stn.SpatialTransformer: identity at initialisation, θ access, residual mode, bounds, compile/trace."""
 
 import math
+import os
 import warnings
 
 import pytest
@@ -198,7 +199,17 @@ def test_jit_trace(transform, out_size):
     torch.testing.assert_close(traced(other), st(other), rtol=1e-6, atol=1e-6)
 
 
+# torch 2.13's inductor emits vectorised C++ that does not compile when ATen's CPU capability is lowered to the
+# portable kernels ("'at::vec' has not been declared"): a torch limitation, not stn's, seen in the test run that
+# CI-checks the suite under ATEN_CPU_CAPABILITY=default.
+needs_inductor = pytest.mark.skipif(
+    os.environ.get("ATEN_CPU_CAPABILITY", "").lower() == "default",
+    reason="torch.compile's inductor cannot build its CPU kernels under ATEN_CPU_CAPABILITY=default (torch 2.13)",
+)
+
+
 @pytest.mark.slow
+@needs_inductor
 def test_torch_compile():
     # TPS options used nowhere else: the solve runs inside the compiled region.
     x = torch.rand(2, 1, 8, 8)
@@ -213,6 +224,7 @@ def test_torch_compile():
 
 
 @pytest.mark.slow
+@needs_inductor
 def test_torch_compile_trains_through_the_projective_closed_form_gradient():
     x = torch.rand(3, 1, 8, 8)
     st = stn.SpatialTransformer(tiny_localization(x), "projective", (6, 7))
