@@ -43,9 +43,9 @@ def test_the_spellings_load_the_same_weights_and_a_tagged_name_alone_builds_the_
     model = create_model("st-cnn-aff", pretrained="rts")
     assert _same_weights(model, create_model("st-cnn-aff.rts", pretrained=True))
     assert _same_weights(model, create_model("ST-CNN-AFF:rts", pretrained=True, in_shape=(1, 42, 42)))
-    assert list_pretrained("st-cnn-aff.*") == ["st-cnn-aff.r", NAME]
-    with pytest.raises(KeyError, match="st-cnn-aff' has pretrained weights for r, rts: name one"):
-        create_model("st-cnn-aff", pretrained=True)  # two datasets: pretrained=True needs the tag
+    assert list_pretrained("st-cnn-aff.*") == ["st-cnn-aff.p", "st-cnn-aff.r", NAME]
+    with pytest.raises(KeyError, match="st-cnn-aff' has pretrained weights for p, r, rts: name one"):
+        create_model("st-cnn-aff", pretrained=True)  # several datasets: pretrained=True needs the tag
     fresh = create_model(NAME, seed=0)  # timm: the name picks the configuration, pretrained the weights
     assert not _same_weights(model, fresh)
     assert (

@@ -123,7 +123,7 @@ def list_pretrained(pattern: str | None = None, *, directory: str | os.PathLike 
 
     Example:
         >>> from stn.models import list_pretrained
-        >>> list_pretrained("st-cnn-aff.*")
+        >>> list_pretrained("st-cnn-aff.r*")
         ['st-cnn-aff.r', 'st-cnn-aff.rts']
     """
     return [n for n in sorted(read_manifest(directory)) if pattern is None or fnmatch.fnmatch(n, pattern)]
