@@ -30,7 +30,7 @@ from typing import Any
 from stn.cli.eval import load_test_set, score
 from stn.engine.checkpoint import Progress, RunRecord, load_model
 from stn.models import create_model
-from stn.models.pretrained import SUBSET_SIZE, WEIGHTS_DIR, publish, read_manifest
+from stn.models.pretrained import SUBSET_SIZE, WEIGHTS_DIR, load_pretrained_state, publish, read_manifest
 from stn.models.registry import upgrade_kwargs
 from stn.numerics import numerics_fingerprint
 
@@ -121,7 +121,9 @@ def rescore(
     written = []
     for name in names or list(entries):
         entry = entries[name]
-        model = create_model(entry["model_name"], pretrained=entry["tag"]).float().eval()
+        model = create_model(entry["model_name"], **entry["model_kwargs"])  # the weights of weights_dir, not stn's
+        model.load_state_dict(load_pretrained_state(entry, weights_dir))
+        model.float().eval()
         scores = _scores(model, dict(entry), data_dir)
         if scores["test_error"] != entry["test_error"] and not allow_difference:
             raise ValueError(

@@ -139,3 +139,23 @@ def test_publish_refuses_a_run_whose_error_it_cannot_reproduce(
     save_checkpoint(checkpoint, tmp_path / "run" / "checkpoint.pt")
     assert publisher.main(argv) == 1
     assert "has not finished" in capsys.readouterr().err
+
+
+def test_rescore_records_this_machines_fingerprint_and_refuses_a_changed_error(
+    full_split_run: Path, tiny_mnist: Path, tmp_path: Path
+) -> None:
+    from stn.numerics import numerics_fingerprint
+
+    publisher = _publisher()
+    weights = tmp_path / "weights"
+    published = publisher.publish_run(full_split_run, command="c", data_dir=str(tiny_mnist), weights_dir=weights)
+    (entry,) = publisher.rescore(["cnn.r"], data_dir=str(tiny_mnist), weights_dir=weights)
+    assert entry["evaluated_with"] == numerics_fingerprint()
+    assert (entry["test_error"], entry["file"]) == (published["test_error"], published["file"])  # same weights
+    manifest = json.loads((weights / "manifest.json").read_text())
+    manifest["weights"]["cnn.r"]["test_error"] += 0.5
+    (weights / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="--allow-difference"):
+        publisher.rescore(["cnn.r"], data_dir=str(tiny_mnist), weights_dir=weights)
+    with pytest.raises(ValueError, match="no entries nope"):
+        publisher.rescore(["nope"], data_dir=str(tiny_mnist), weights_dir=weights)
