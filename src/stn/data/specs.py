@@ -154,7 +154,7 @@ def _distorted_mnist(spec: Mapping[str, Any], split: str) -> Dataset:
         split,
         root=spec.get("root"),
         seed=spec["seed"] if split == "train" else TEST_SEED,
-        num_samples=spec.get("num_test") if split == "test" else spec.get("num_train") if split == "train" else None,
+        num_samples={"train": spec.get("num_train"), "test": spec.get("num_test")}.get(split),  # val: all held out
         download=spec.get("download", False),
         validation=None if split == "test" else spec.get("validation"),
     )

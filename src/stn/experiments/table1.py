@@ -214,7 +214,7 @@ def write_table(out: Path, variants: list[str]) -> Path:
                     "figures": " ".join(figures),
                     "command_ref": ref,
                     "val": f"{100 * s['val_error']:.2f}" if has_validation(s) else "—",
-                    "ships": "✓" if s["seed"] == chosen and has_validation(s) else "",
+                    "ships": "✓" if s["seed"] == chosen else "",  # chosen among the validated runs only
                 }
                 details.append({**s, **cells, "minutes": s["time_s"] / 60, "error": 100 * s["test_error"]})
         rows.append(row)
@@ -242,15 +242,15 @@ def write_table(out: Path, variants: list[str]) -> Path:
 
 def _protocol_text(details: list[dict[str, Any]]) -> str:
     """How the runs below were validated and how each cell's shipped seed was chosen."""
-    held_out = sorted({d.get("val_samples") for d in details if d["val"] != "—"} - {None})
+    held_out = sorted({d["val_samples"] for d in details if has_validation(d)})
     lines = []
-    if any(d["val"] != "—" for d in details):
+    if held_out:
         lines.append(
-            f"Runs with a `val error` held the last {' / '.join(f'{n:,}' for n in held_out) or 'few'} training digits "
+            f"Runs with a `val error` held the last {' / '.join(f'{n:,}' for n in held_out)} training digits "
             "out as validation (`--validation`); the seed that `ships` in each cell is the one with the lowest "
             "validation error at the end of training, chosen without looking at the test error."
         )
-    if any(d["val"] == "—" for d in details):
+    if not all(has_validation(d) for d in details):
         lines.append(
             "Runs with `—` as `val error` trained on all 60,000 training digits, before the validation protocol: "
             "nothing of theirs was chosen on validation data (see docs/reproductions.md for how their shipped "
