@@ -4,7 +4,8 @@ The three parts of the paper's module, bottom up:
 
 * grid generator: :func:`sampling_grid` (families in :mod:`stn.transforms`),
 * sampler: :func:`sample` (one ``grid_sample`` call), and :func:`warp` = both,
-* localisation net + regression: :class:`SpatialTransformer`, :class:`ParallelSpatialTransformer`.
+* localisation net + regression: :class:`SpatialTransformer`, :class:`ParallelSpatialTransformer`, and
+  :class:`CompositionalSpatialTransformer` (θ refined over K steps, the output sampled once).
 
 Warps as objects (:mod:`stn.algebra`): :func:`compose`, :func:`invert`, and :func:`transform_points` /
 :func:`transform_boxes`, which carry pixel coordinates through a warp.
@@ -32,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "pixel_matrix_from_theta": "stn.interop",
     "spatial_transformer_from_tutorial": "stn.interop",
     "theta_from_pixel_matrix": "stn.interop",
+    "CompositionalSpatialTransformer": "stn.modules",
     "ConvLocalization": "stn.modules",
     "FCLocalization": "stn.modules",
     "ParallelSpatialTransformer": "stn.modules",
@@ -42,6 +44,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
+    "CompositionalSpatialTransformer",
     "ConvLocalization",
     "FCLocalization",
     "ParallelSpatialTransformer",
@@ -70,6 +73,7 @@ if TYPE_CHECKING:  # what static tools see; at run time __getattr__ imports the 
     from stn.functional import sample, sampling_grid, warp
     from stn.interop import pixel_matrix_from_theta, spatial_transformer_from_tutorial, theta_from_pixel_matrix
     from stn.modules import (
+        CompositionalSpatialTransformer,
         ConvLocalization,
         FCLocalization,
         ParallelSpatialTransformer,

@@ -34,12 +34,13 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, Locator, MaxNLocator, NullLocator
 from PIL import Image
 from torch import Tensor, nn
 
+from stn._logticks import few_log_ticks
 from stn.coords import normalized_to_pixel
 from stn.io import atomic_path
+from stn.modules import CompositionalSpatialTransformer
 from stn.modules.diagnostics import apply_transformer, capture_transformers, transformer_modules
 
 __all__ = [
@@ -103,12 +104,20 @@ def _draw_grid(ax: plt.Axes, grid: Tensor, in_size: Sequence[int]) -> None:
     ax.plot(border[:, 0], border[:, 1], color="tab:red", lw=1.2)
 
 
-def _transformations_figure(inputs: Tensor, grids: Tensor, outputs: Tensor, title: str | None = None) -> plt.Figure:
+def _panel_labels(n: int, steps: bool) -> list[str]:
+    if steps:
+        return [s for k in range(1, n + 1) for s in (f"step {k}: T_θ{k}(G)", "output" if k == n else f"view {k}")]
+    if n == 1:
+        return ["T_θ(G) on input", "output"]
+    return [s for k in range(1, n + 1) for s in (f"T_θ{k}(G)", f"output {k}")]
+
+
+def _transformations_figure(
+    inputs: Tensor, grids: Tensor, outputs: Tensor, title: str | None = None, steps: bool = False
+) -> plt.Figure:
     b = min(len(inputs), _MAX_COLUMNS)
     n = grids.shape[1]
-    labels = ["input"] + [
-        s for k in range(n) for s in ((f"T_θ{k + 1}(G)", f"output {k + 1}") if n > 1 else ("T_θ(G) on input", "output"))
-    ]
+    labels = ["input", *_panel_labels(n, steps)]
     fig, axes = plt.subplots(len(labels), b, figsize=(1.3 * b + 0.8, 1.35 * len(labels)), squeeze=False)
     in_size = inputs.shape[-2:]
     for j in range(b):
@@ -135,7 +144,13 @@ def _transformations_figure(inputs: Tensor, grids: Tensor, outputs: Tensor, titl
 
 
 def plot_transformations(
-    inputs: Tensor, grids: Tensor, outputs: Tensor, path: str | os.PathLike, title: str | None = None
+    inputs: Tensor,
+    grids: Tensor,
+    outputs: Tensor,
+    path: str | os.PathLike,
+    title: str | None = None,
+    *,
+    steps: bool = False,
 ) -> Path:
     """The paper's Table 1 (right) figure: for each image (columns, at most 10), the input, the sampling grid
     T_θ(G) drawn on the input (red: its border), and the transformer's output.
@@ -145,6 +160,9 @@ def plot_transformations(
         grids: ``(B, N, h, w, 2)`` for N transformers (``(B, h, w, 2)`` is read as N = 1).
         outputs: ``(B, N, C, h, w)`` (``(B, C, h, w)`` for N = 1).
         path: the PNG to write.
+        title: the figure's title.
+        steps: the N panels are the steps of one :class:`stn.CompositionalSpatialTransformer` (labelled step k,
+            the last one its output), not N parallel transformers.
     """
     if grids.dim() == 4:
         grids, outputs = grids.unsqueeze(1), outputs.unsqueeze(1)
@@ -153,13 +171,14 @@ def plot_transformations(
             f"expected inputs (B, C, H, W), grids (B, N, h, w, 2), outputs (B, N, C, h, w); got "
             f"{tuple(inputs.shape)}, {tuple(grids.shape)}, {tuple(outputs.shape)}"
         )
-    return save_figure(_transformations_figure(inputs, grids, outputs, title), path)
+    return save_figure(_transformations_figure(inputs, grids, outputs, title, steps), path)
 
 
 def plot_model_transformations(
     model: nn.Module, images: Tensor, path: str | os.PathLike, title: str | None = None
 ) -> Path:
-    """:func:`plot_transformations` for the first spatial transformer of ``model`` on ``images (B, C, H, W)``.
+    """:func:`plot_transformations` for the first spatial transformer of ``model`` on ``images (B, C, H, W)``;
+    for a :class:`stn.CompositionalSpatialTransformer`, one grid and view per step.
 
     Raises:
         ValueError: ``model`` has no spatial transformer.
@@ -167,49 +186,9 @@ def plot_model_transformations(
     captures = capture_transformers(model, images)
     if not captures:
         raise ValueError(f"{type(model).__name__} has no spatial transformer to visualise")
-    capture = next(iter(captures.values()))
-    return plot_transformations(capture.inputs, capture.grid, capture.outputs, path, title)
-
-
-class _FewLogTicks(Locator):
-    """Ticks of a log axis that stay readable: 1-2-5 per decade, only decades when that gives more than
-    ``max_ticks``, and evenly spaced plain ticks when the view spans too little of a decade to hold two."""
-
-    def __init__(self, max_ticks: int = 7) -> None:
-        self.max_ticks = max_ticks
-
-    def __call__(self) -> list[float]:
-        return self.tick_values(*self.axis.get_view_interval())
-
-    def tick_values(self, vmin: float, vmax: float) -> list[float]:
-        lo, hi = sorted((vmin, vmax))
-        if not (np.isfinite(lo) and np.isfinite(hi)) or hi <= 0:
-            return []
-        lo = max(lo, hi * 1e-12)
-        decades = range(int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi))) + 1)
-        for mantissas in ((1, 2, 5), (1,)):
-            ticks = [m * 10.0**k for k in decades for m in mantissas if lo <= m * 10.0**k <= hi]
-            if len(ticks) <= self.max_ticks:
-                break
-        else:  # more decades than max_ticks: every few decades
-            stride = -(-len(ticks) // self.max_ticks)
-            ticks = ticks[::stride]
-        if len(ticks) < 2:  # a fraction of a decade looks linear: plain, evenly spaced ticks
-            ticks = [t for t in MaxNLocator(nbins=4).tick_values(lo, hi) if lo <= t <= hi and t > 0]
-        return ticks
-
-
-def _plain_number(value: float, _position: object = None) -> str:
-    """``0.5``, ``2``, ``20``: a tick label in plain notation, without float noise (``0.30000000000000004``)."""
-    return np.format_float_positional(float(f"{value:.6g}"), trim="-")
-
-
-def _few_log_ticks(axis: Any) -> None:
-    """Readable labels on a log axis: a few major ticks in plain numbers (:class:`_FewLogTicks`), no minor
-    labels (matplotlib's minor labels on a log axis overlap: 2, 3, ... 9 of every decade)."""
-    axis.set_major_locator(_FewLogTicks())
-    axis.set_major_formatter(FuncFormatter(_plain_number))
-    axis.set_minor_locator(NullLocator())
+    name, capture = next(iter(captures.items()))
+    steps = isinstance(transformer_modules(model)[name], CompositionalSpatialTransformer)
+    return plot_transformations(capture.inputs, capture.grid, capture.outputs, path, title, steps=steps)
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
@@ -235,7 +214,7 @@ def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, titl
         ax.set(title="error (%)" if percent else metric, xlabel="epoch")
         if percent:
             ax.set_yscale("log")
-            _few_log_ticks(ax.yaxis)
+            few_log_ticks(ax.yaxis)
     if names:
         scale_ax, grid_ax = axes[len(metrics) :]
         for name in names:
@@ -285,7 +264,7 @@ def plot_against_paper(cells: Sequence[dict[str, Any]], path: str | os.PathLike,
         if cells[k].get("group") != cells[k - 1].get("group"):
             ax.axhline(rows[k] + 0.5, color="0.85", lw=0.8, zorder=0)
     ax.set(xscale="log", xlabel="test error (%), log scale", ylim=(-0.7, len(cells) - 0.3), title=title)
-    _few_log_ticks(ax.xaxis)
+    few_log_ticks(ax.xaxis)
     ax.set_yticks(rows, [c["label"] for c in cells], fontsize=8)
     for row, p, o in zip(rows, paper, ours):
         ax.annotate(f"{o / p:.2f}x", (1.0, row), xycoords=("axes fraction", "data"), xytext=(4, 0),

@@ -134,6 +134,23 @@ def test_table1_runs_trained_before_commands_were_kept_are_marked(tiny_mnist: Pa
     assert "`—` in the `command` column (1 run): trained before stn kept each run's command" in table
 
 
+def test_table1_trains_compositional_models_only_when_named_and_shows_them_beside_the_paper_s(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
+    from stn.experiments.table1 import COMPOSITIONAL, MODELS, _model_list
+
+    assert _model_list("all") == list(MODELS) and not set(COMPOSITIONAL) & set(_model_list("all"))
+    args = ["reproduce", "table1", "--data", "R", "--models", "ic-st-cnn-aff", "--iterations", "1", "--batch-size",
+            "8", "--num-train", "8", "--num-test", "8", "--data-dir", str(tiny_mnist), "--out", str(tmp_path),
+            "--validation", "16", "--quiet"]  # fmt: skip
+    assert main(args) == 0
+    summary = json.loads((tmp_path / "r" / "ic-st-cnn-aff" / "seed0" / "summary.json").read_text())
+    head = (tmp_path / "table1.md").read_text().split("## Runs")[0]
+    rows = {line.split(" | ")[0].strip("| "): line for line in head.splitlines()}
+    assert rows["IC-ST-CNN Aff"] == f"| IC-ST-CNN Aff | — | {100 * summary['test_error']:.2f} |"  # no paper cell
+    assert "IC-ST-CNN Proj" not in rows  # rows of compositional models only where they ran
+
+
 def test_table1_rejects_unknown_variants(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["reproduce", "table1", "--data", "R,XYZ"])

@@ -165,3 +165,28 @@ def test_create_model_with_a_seed_depends_on_the_seed_alone_and_leaves_the_calle
     plain = create_model("st-cnn-aff", in_shape=(1, 28, 28), target_params=20_000)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), plain.parameters(), strict=True))
     assert "seed" not in a.stn_spec["kwargs"]  # not a factory argument: checkpoints rebuild without it
+
+
+@pytest.mark.parametrize("transform", ["aff", "proj"])
+def test_compositional_st_cnns_are_the_st_cnns_with_more_steps(transform: str) -> None:
+    """Same parameters (names, shapes, count), so an ST-CNN's weights load into its compositional model; with one
+    step the two compute the same logits, with four they differ once θ has moved."""
+    st = create_model(f"st-cnn-{transform}", in_shape=(1, 42, 42), seed=0)
+    with torch.no_grad():
+        st.transformer.head.linear.weight.normal_(0, 0.05, generator=torch.Generator().manual_seed(1))
+    one = create_model(f"ic-st-cnn-{transform}", in_shape=(1, 42, 42), steps=1)
+    four = create_model(f"ic-st-cnn-{transform}", in_shape=(1, 42, 42))
+    assert four.transformer.steps == 4
+    assert count_parameters(four) == count_parameters(st)
+    one.load_state_dict(st.state_dict())
+    four.load_state_dict(st.state_dict())
+    x = torch.rand(3, 1, 42, 42)
+    assert torch.equal(one(x), st(x))
+    assert not torch.allclose(four(x), st(x))
+
+
+def test_compositional_models_refuse_a_family_they_do_not_build() -> None:
+    from stn.models.mnist import ic_mnist_model
+
+    with pytest.raises(ValueError, match="transform must be one of aff, proj, tps"):
+        ic_mnist_model("attention")

@@ -38,12 +38,13 @@ _ELSEWHERE = {
 
 
 def trainable_models() -> list[str]:
-    """The models ``stn train`` trains: the Table 1 models and the MNIST-addition models (``add-*``, for
-    ``--data addition``), which take a distorted-MNIST ``in_shape`` and ``num_classes``."""
-    from stn.experiments.table1 import MODELS
+    """The models ``stn train`` trains: the Table 1 models, their compositional ST-CNNs (``ic-*``), and the
+    MNIST-addition models (``add-*``, for ``--data addition``), which take a distorted-MNIST ``in_shape`` and
+    ``num_classes``."""
+    from stn.experiments.table1 import COMPOSITIONAL, MODELS
     from stn.models import list_models
 
-    return [*MODELS, *list_models("add-*")]
+    return [*MODELS, *COMPOSITIONAL, *list_models("add-*")]
 
 
 def model_name(text: str) -> str:
@@ -141,6 +142,7 @@ def _train(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     from stn.data import VARIANTS
     from stn.engine.config import TrainConfig
+    from stn.experiments.table1 import COMPOSITIONAL
     from stn.experiments.table1 import MODELS as TABLE1_MODELS
 
     p = subparsers.add_parser(
@@ -157,8 +159,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--model",
         type=model_name,
         metavar="MODEL",
-        help=f"the Table 1 models {', '.join(TABLE1_MODELS)}, or with --data addition the addition models "
-        f"{', '.join(m for m in trainable_models() if m not in TABLE1_MODELS)} (the SVHN, CUB, 3-D and "
+        help=f"the Table 1 models {', '.join(TABLE1_MODELS)}, their compositional ST-CNNs {', '.join(COMPOSITIONAL)}, "
+        "or with --data addition the addition models "
+        f"{', '.join(m for m in trainable_models() if m.startswith('add-'))} (the SVHN, CUB, 3-D and "
         "co-localisation models train with stn reproduce table2, table3, 3d and colocalization)",
     )
     add_training_options(p, {"": TrainConfig()})

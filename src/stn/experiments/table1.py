@@ -44,6 +44,7 @@ from stn.io import markdown_table, write_report
 
 __all__ = [
     "BUDGETS",
+    "COMPOSITIONAL",
     "MODELS",
     "PAPER",
     "RUN_ORDER",
@@ -65,7 +66,20 @@ MODELS = {
     "st-cnn-proj": "ST-CNN Proj",
     "st-cnn-tps": "ST-CNN TPS",
 }
-RUN_ORDER = ("cnn", "st-cnn-aff", "st-cnn-tps", "fcn", "st-fcn-aff", "st-cnn-proj", "st-fcn-tps", "st-fcn-proj")
+# Not in the paper: its ST-CNNs with θ refined over K steps (IC-STN, Lin & Lucey 2017; stn.models.ic_mnist_model).
+# Trained only when named in --models (not by "all"), and shown as rows only where a folder holds their runs.
+COMPOSITIONAL = {"ic-st-cnn-aff": "IC-ST-CNN Aff", "ic-st-cnn-proj": "IC-ST-CNN Proj"}
+RUN_ORDER = (
+    "cnn",
+    "st-cnn-aff",
+    "st-cnn-tps",
+    "fcn",
+    "st-fcn-aff",
+    "st-cnn-proj",
+    "st-fcn-tps",
+    "st-fcn-proj",
+    *COMPOSITIONAL,
+)
 # Test error (%) in the paper: Table 1 for R, RTS, P, E; section 4.1's text for TC, which gives one ST-FCN and
 # one ST-CNN number without naming the transformer (shown for all three, marked *).
 PAPER: dict[str, dict[str, float]] = {
@@ -136,9 +150,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--models",
-        type=name_list(tuple(MODELS), "model"),
+        type=_model_list,
         default=list(MODELS),
-        help=f"comma-separated models: {','.join(MODELS)} or all (default all)",
+        help=f"comma-separated models: {','.join(MODELS)} or all (default all: these eight); not in the paper, "
+        f"and not in all: {','.join(COMPOSITIONAL)} (θ refined over 4 steps, Lin & Lucey 2017)",
     )
     parser.add_argument(
         "--seeds",
@@ -152,6 +167,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     add_standardize_option(parser)
     add_validation_option(parser, VALIDATION_SIZE)
+
+
+def _model_list(text: str) -> list[str]:
+    """``--models``: the paper's eight for ``all``, else the names given (the compositional ones too)."""
+    if text.strip().lower() == "all":
+        return list(MODELS)
+    return name_list((*MODELS, *COMPOSITIONAL), "model")(text)
 
 
 def _run_dir(out: Path, variant: str, model: str, seed: int) -> Path:
@@ -176,7 +198,8 @@ def _error_cell(summaries: list[dict[str, Any]]) -> str:
 def write_table(out: Path, variants: list[str]) -> Path:
     """Write ``table1.md`` and ``table1.csv`` in ``out`` from the runs found there; returns the Markdown path.
 
-    Rows are all eight models (``—`` where not run); columns the given ``variants`` and any other variant with
+    Rows are the paper's eight models (``—`` where not run) and the compositional ones that have runs in ``out``
+    (their paper cells ``—``); columns the given ``variants`` and any other variant with
     runs in ``out``; a cell is the mean ± sd of every seed found. The commands that trained the runs (each run
     keeps its own in ``summary.json``) are listed once, numbered, and each run of the runs table refers to its
     command by number, since runs of several commands gather in one folder.
@@ -188,14 +211,15 @@ def write_table(out: Path, variants: list[str]) -> Path:
     rows, details, records = [], [], []
     worse = compared = 0
     commands: dict[str, int] = {}  # command -> its number in the list, in the order first met
-    for model in MODELS:
-        row = [MODELS[model]]
+    labels = {**MODELS, **{m: n for m, n in COMPOSITIONAL.items() if any(_summaries(out, v, m) for v in variants)}}
+    for model, label in labels.items():
+        row = [label]
         for variant in variants:
             found = _summaries(out, variant, model)
-            paper = PAPER[model][variant]
+            paper = PAPER.get(model, {}).get(variant)
             star = "*" if variant == "tc" and model.startswith("st-") else ""
-            row += [f"{paper}{star}", _error_cell(found)]
-            if found:
+            row += ["—" if paper is None else f"{paper}{star}", _error_cell(found)]
+            if found and paper is not None:
                 compared += 1
                 worse += statistics.mean(100 * s["test_error"] for s in found) > paper
             validated = [s for s in found if has_validation(s)]
@@ -209,7 +233,7 @@ def write_table(out: Path, variants: list[str]) -> Path:
                 command = s.get("command")
                 ref = str(commands.setdefault(command, len(commands) + 1)) if command else "—"
                 cells = {
-                    "label": MODELS[model],
+                    "label": label,
                     "column": variant.upper(),
                     "figures": " ".join(figures),
                     "command_ref": ref,
@@ -329,9 +353,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"Partial table: {out / 'table1.md'}")
             return trained
         s = trained.summary
-        paper = PAPER[model][variant]
+        paper = PAPER.get(model, {}).get(variant)
         val = f"validation error {100 * s['val_error']:.2f}%, " if has_validation(s) else ""
-        print(f"{label}: {val}test error {100 * s['test_error']:.2f}% (paper {paper}%) in {s['time_s'] / 60:.1f} min")
+        versus = "not in the paper" if paper is None else f"paper {paper}%"
+        print(f"{label}: {val}test error {100 * s['test_error']:.2f}% ({versus}) in {s['time_s'] / 60:.1f} min")
     table = write_table(out, args.data)
     print(table.read_text())
     print(f"wrote {table} ({math.ceil((time.perf_counter() - started) / 60)} min)")

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from stn.models.registry import register_model
-from stn.modules import ConvLocalization, FCLocalization, SpatialTransformer
+from stn.modules import CompositionalSpatialTransformer, ConvLocalization, FCLocalization, SpatialTransformer
 from stn.modules.conv import Conv2d
 from stn.transforms import get as get_transform
 
@@ -56,6 +56,7 @@ __all__ = [
     "cnn_classifier",
     "count_parameters",
     "fcn_classifier",
+    "ic_mnist_model",
     "mnist_model",
     "solve_width",
 ]
@@ -266,19 +267,53 @@ def mnist_model(
     return DigitClassifier(classifier, transformer, downsample, in_shape=(c, h, w))
 
 
+def ic_mnist_model(transform: str, *, steps: int = 4, **kwargs) -> DigitClassifier:
+    """An ST-CNN of Table 1 whose transformer refines θ over ``steps`` looks (IC-STN, Lin & Lucey 2017; see
+    :class:`stn.CompositionalSpatialTransformer`). The steps share the ST-CNN's localisation net and regression
+    layer, so the model has the ST-CNN's parameters, count and classifier; only its forward pass differs.
+
+    Args:
+        transform: ``"aff"``, ``"proj"`` or ``"tps"``.
+        steps: K, the number of updates of θ (1 computes what the ST-CNN does).
+        **kwargs: :func:`mnist_model`'s keyword arguments.
+
+    Example:
+        >>> from stn.models.mnist import count_parameters, ic_mnist_model, mnist_model
+        >>> ic, st = ic_mnist_model("aff", in_shape=(1, 42, 42)), mnist_model("cnn", "aff", in_shape=(1, 42, 42))
+        >>> ic.transformer.steps, count_parameters(ic) == count_parameters(st)
+        (4, True)
+    """
+    if transform not in TRANSFORMS:
+        raise ValueError(f"transform must be one of {', '.join(TRANSFORMS)}, got {transform!r}")
+    model = mnist_model("cnn", transform, **kwargs)
+    model.transformer = CompositionalSpatialTransformer.from_transformer(model.transformer, steps)
+    return model
+
+
 def _register(name: str, kind: str, transform: str | None) -> None:
     def factory(**kwargs) -> DigitClassifier:
         return mnist_model(kind, transform, **kwargs)
 
     factory.__doc__ = f"The paper's {name.upper()} (see :func:`mnist_model` for the keyword arguments)."
     # mnist_model's keyword arguments, so that create_model records their defaults in checkpoints too
-    factory.__signature__ = inspect.signature(mnist_model).replace(
-        parameters=list(inspect.signature(mnist_model).parameters.values())[2:]
-    )
+    factory.__signature__ = inspect.signature(mnist_model).replace(parameters=_MODEL_PARAMETERS)
     register_model(name)(factory)
 
 
+def _register_ic(transform: str) -> None:
+    def factory(**kwargs) -> DigitClassifier:
+        return ic_mnist_model(transform, **kwargs)
+
+    factory.__doc__ = f"ST-CNN {transform} refined over K steps (see :func:`ic_mnist_model`)."
+    steps = inspect.signature(ic_mnist_model).parameters["steps"]
+    factory.__signature__ = inspect.signature(mnist_model).replace(parameters=[steps, *_MODEL_PARAMETERS])
+    register_model(f"ic-st-cnn-{transform}")(factory)
+
+
+_MODEL_PARAMETERS = list(inspect.signature(mnist_model).parameters.values())[2:]
 for _kind in ("fcn", "cnn"):
     _register(_kind, _kind, None)
     for _short in TRANSFORMS:
         _register(f"st-{_kind}-{_short}", _kind, _short)
+for _short in ("aff", "proj"):
+    _register_ic(_short)

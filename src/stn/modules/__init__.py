@@ -9,11 +9,13 @@ Example:
     True
 """
 
+from stn.modules.compositional import CompositionalSpatialTransformer
 from stn.modules.localization import ConvLocalization, FCLocalization
 from stn.modules.param_groups import localization_parameters, param_groups
 from stn.modules.spatial_transformer import ParallelSpatialTransformer, SpatialTransformer, ThetaRegressor
 
 __all__ = [
+    "CompositionalSpatialTransformer",
     "ConvLocalization",
     "FCLocalization",
     "ParallelSpatialTransformer",

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from stn.functional import sampling_grid, warp
-from stn.modules import ParallelSpatialTransformer, SpatialTransformer
+from stn.modules import CompositionalSpatialTransformer, ParallelSpatialTransformer, SpatialTransformer
 from stn.transforms import Transform
 
 __all__ = [
@@ -111,7 +111,9 @@ def transformer_modules(model: nn.Module) -> dict[str, SpatialTransformer | Para
 
 @dataclass
 class TransformerCapture:
-    """What one spatial transformer did to a batch; N is 1 for a :class:`SpatialTransformer`.
+    """What one spatial transformer did to a batch; N is 1 for a :class:`SpatialTransformer`, and K, its number of
+    steps, for a :class:`CompositionalSpatialTransformer`: step k's θ, grid and output (the input warped by θ_k), the
+    last of them the module's own output.
 
     Attributes:
         transform: its family.
@@ -180,7 +182,10 @@ def capture_transformers(model: nn.Module, x: Tensor) -> dict[str, TransformerCa
             if name not in inputs:
                 continue
             inp = inputs[name]
-            theta = module.localize(inp).view(inp.shape[0], -1, module.transform.num_params)
+            if isinstance(module, CompositionalSpatialTransformer):
+                theta = module.localize_steps(inp)
+            else:
+                theta = module.localize(inp).view(inp.shape[0], -1, module.transform.num_params)
             captures[name] = TransformerCapture(module.transform, inp, theta, *apply_transformer(module, inp, theta))
     finally:
         model.train(was_training)
@@ -191,9 +196,19 @@ def capture_transformers(model: nn.Module, x: Tensor) -> dict[str, TransformerCa
 
 def theta_diagnostics(model: nn.Module, x: Tensor) -> dict[str, float]:
     """:func:`grid_stats` of every spatial transformer of ``model`` on the batch ``x``, as a flat dict with keys
-    ``"<transformer name>.<stat>"`` (e.g. ``"transformer.scale_mean"``); empty for a model without one."""
+    ``"<transformer name>.<stat>"`` (e.g. ``"transformer.scale_mean"``); empty for a model without one. For a
+    :class:`CompositionalSpatialTransformer` these are of its output's warp (θ_K), and each earlier step k has its
+    own, ``"<name>.step<k>.<stat>"``."""
     out = {}
+    modules = transformer_modules(model)
     for name, capture in capture_transformers(model, x).items():
-        for stat, value in grid_stats(capture.grid.flatten(0, 1)).items():
-            out[f"{name or 'model'}.{stat}"] = value
+        prefix = name or "model"
+        grids = {prefix: capture.grid.flatten(0, 1)}
+        if isinstance(modules[name], CompositionalSpatialTransformer):
+            steps = capture.grid.shape[1]
+            grids = {f"{prefix}.step{k + 1}": capture.grid[:, k] for k in range(steps - 1)}
+            grids[prefix] = capture.grid[:, -1]
+        for key, grid in grids.items():
+            for stat, value in grid_stats(grid).items():
+                out[f"{key}.{stat}"] = value
     return out
