@@ -6,6 +6,9 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -63,3 +66,27 @@ def test_recipe_ablation_runs_every_arm_and_tabulates_mean_and_sd(tiny_mnist: Pa
     means = {arm: sum(r["val_error"] for r in results if r["arm"] == arm) / 2 for arm in study.ARMS}
     best = min(means, key=lambda a: (means[a], list(study.ARMS).index(a)))
     assert f"Chosen on validation: **{best}**" in table
+
+
+def test_p_floor_smoke_the_shipped_p_models_err_mostly_on_the_damaged_digits(shared_data: Path, tmp_path: Path) -> None:
+    study = _load("p_floor")
+    out = tmp_path / "p-floor"
+    assert study.main(["--data-dir", str(shared_data / "mnist"), "--out", str(out), "--num-test", "1000"]) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["num_test"] == 1000 and 0.7 < results["clean_share"] < 0.95
+    assert results["models"]  # every shipped P model is scored
+    for scores in results["models"].values():
+        assert scores["clean"] < scores["error"] < scores["rest"]
+    assert (out / "least_ink.png").stat().st_size > 0
+    assert "| horizon crosses the frame |" in (out / "p_floor.md").read_text()
+
+
+def test_p_floor_ink_kept_is_one_for_the_identity_and_falls_as_the_digit_leaves_the_frame() -> None:
+    study = _load("p_floor")
+    digit = torch.zeros(1, 28, 28)
+    digit[0, 10:18, 12:16] = 1.0
+    identity = torch.tensor([[1.0, 0, 0, 0, 1, 0, 0, 0]])
+    half_out = torch.tensor([[1.0, 0, 1.0, 0, 1, 0, 0, 0]])  # the output reads 1 to the right: the digit moves left
+    kept, horizon = study.ink_kept(digit.expand(2, -1, -1), torch.cat([identity, half_out]))
+    assert kept[0] == pytest.approx(1.0, abs=1e-4) and not horizon.any()
+    assert 0.3 < kept[1] < 0.7  # its columns -0.11..0.11 land at -1.11..-0.89: about half of them in the frame
