@@ -10,6 +10,7 @@ Usage:
     python benchmarks/bench_data.py              # full size (60,000 digits per variant)
     python benchmarks/bench_data.py --smoke      # a tiny run, seconds
     python benchmarks/bench_data.py --data-dir ../shared/data --threads 1
+    python benchmarks/bench_data.py --threads 1 --variants r,rts,p,e --models fcn,st-fcn-aff,st-fcn-tps,st-cnn-aff
 """
 
 from __future__ import annotations
@@ -68,10 +69,12 @@ def scipy_tc(images: np.ndarray, rng: np.random.Generator, size: int = 60, piece
     return out
 
 
-def training_epoch_seconds(variant: str, num_images: int, batch_size: int = 256, steps: int = 5) -> float:
-    """Seconds for one epoch of ST-CNN-aff training (SGD), extrapolated from a few timed steps."""
+def training_epoch_seconds(
+    variant: str, num_images: int, batch_size: int = 256, steps: int = 5, model_name: str = "st-cnn-aff"
+) -> float:
+    """Seconds for one epoch of ``model_name``'s training (SGD), extrapolated from a few timed steps."""
     info = variant_info(variant)
-    model = create_model("st-cnn-aff", in_shape=(info.channels, *info.image_size), num_classes=info.num_classes)
+    model = create_model(model_name, in_shape=(info.channels, *info.image_size), num_classes=info.num_classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     x = torch.rand(batch_size, info.channels, *info.image_size)
     y = torch.randint(0, info.num_classes, (batch_size,))
@@ -99,7 +102,17 @@ def main() -> None:
         default=None,
         help="torch threads (default torch's choice; 1 is faster on a machine shared by other jobs)",
     )
+    parser.add_argument(
+        "--models",
+        default="st-cnn-aff",
+        help="comma-separated Table 1 models whose training epoch is timed beside the generation (default "
+        "st-cnn-aff; e.g. fcn,st-fcn-aff,st-fcn-tps: is an FCN run data-bound?)",
+    )
+    parser.add_argument("--variants", default="rts,tc", help="comma-separated variants (default rts,tc)")
     args = parser.parse_args()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    variants = [v.strip().lower() for v in args.variants.split(",") if v.strip()]
+    per_image_loops = {"rts": scipy_rts, "tc": scipy_tc}
     if args.threads:
         torch.set_num_threads(args.threads)
     num, subset, repeats = (2_000, 100, 1) if args.smoke else (args.num, args.scipy_subset, args.repeats)
@@ -116,7 +129,8 @@ def main() -> None:
     digits = mnist.images[:subset].numpy()
 
     rows = []
-    for variant, per_image in (("rts", scipy_rts), ("tc", scipy_tc)):
+    for variant in variants:
+        per_image = per_image_loops.get(variant)
         DistortedMNIST(variant, "train", mnist=data, num_samples=64).epoch_tensors()  # warm-up
         ours_runs, scipy_runs = [], []
         for _ in range(repeats):  # interleaved, so that a slow spell of a shared machine hits both sides
@@ -125,25 +139,30 @@ def main() -> None:
             assert images.shape[0] == num
             del dataset, images
             ours_runs.append(seconds)
-            seconds, _ = _timed(lambda fn=per_image: fn(digits, np.random.default_rng(0)))
-            scipy_runs.append(seconds / subset * num)
-        train_epoch = training_epoch_seconds(variant, num)
-        rows.append((variant.upper(), statistics.median(ours_runs), statistics.median(scipy_runs), train_epoch))
+            if per_image is not None:
+                seconds, _ = _timed(lambda fn=per_image: fn(digits, np.random.default_rng(0)))
+                scipy_runs.append(seconds / subset * num)
+        train = [training_epoch_seconds(variant, num, model_name=m) for m in models]
+        scipy_epoch = statistics.median(scipy_runs) if scipy_runs else None
+        rows.append((variant.upper(), statistics.median(ours_runs), scipy_epoch, train))
 
     print(
         f"\nGenerating one epoch of {num:,} distorted digits, median of {repeats} interleaved runs "
-        f"(scipy loop timed on {subset:,} digits, extrapolated)"
+        f"(scipy loop timed on {subset:,} digits, extrapolated; RTS and TC only), beside one training epoch"
     )
     header = f"{'variant':<8}{'ours (s)':>10}{'per-image scipy (s)':>22}{'speed-up':>10}"
-    header += f"{'ST-CNN train epoch (s)':>25}{'generation / train':>20}"
+    header += "".join(f"{m + ' epoch (s)':>22}{'gen / (gen + train)':>21}" for m in models)
     print(header)
     print("-" * len(header))
-    for variant, ours, scipy_epoch, train_epoch in rows:
-        print(
-            f"{variant:<8}{ours:>10.2f}{scipy_epoch:>22.1f}{scipy_epoch / ours:>9.1f}x"
-            f"{train_epoch:>25.1f}{ours / train_epoch:>19.1%}"
-        )
-    print("\nST-CNN train epoch: st-cnn-aff, batch 256, SGD, extrapolated from 5 timed steps on random input.")
+    for variant, ours, scipy_epoch, train in rows:
+        line = f"{variant:<8}{ours:>10.2f}"
+        line += f"{'—':>22}{'—':>10}" if scipy_epoch is None else f"{scipy_epoch:>22.1f}{scipy_epoch / ours:>9.1f}x"
+        line += "".join(f"{t:>22.1f}{ours / (ours + t):>20.1%}" for t in train)
+        print(line)
+    print(
+        "\ntrain epoch: batch 256, SGD, extrapolated from 5 timed steps on random input. gen / (gen + train): the "
+        "share of an epoch's time spent generating its data when the two run one after the other (the engine's way)."
+    )
 
 
 if __name__ == "__main__":
