@@ -168,6 +168,36 @@ def test_epoch_batches_shard_over_ranks_and_workers(make_split: Callable) -> Non
     assert torch.equal(next(iter(EpochBatches(data, 10, shuffle=False)))[1], data.epoch_tensors()[1][:10])
 
 
+def test_a_prefetched_epoch_is_the_epoch_generated_in_place(make_split: Callable) -> None:
+    """prefetch() generates the next epoch in a background thread: what epoch_tensors then serves is bit for bit
+    what a dataset that never prefetched generates, params included, and the current epoch stays untouched."""
+    data = _dataset(make_split, n=MULTI_BLOCK)
+    plain = _dataset(make_split, n=MULTI_BLOCK)
+    current, _ = data.epoch_tensors(1)
+    current = current.clone()
+    data.prefetch(2)
+    assert data.epoch_tensors(1)[0].equal(current)  # still the cached epoch 1
+    data.prefetch(2)  # asking twice starts nothing new
+    images, labels = data.epoch_tensors(2)
+    expected_images, expected_labels = plain.epoch_tensors(2)
+    assert images.equal(expected_images) and labels.equal(expected_labels)
+    for key, value in plain.epoch_params(2).items():
+        assert data.epoch_params(2)[key].equal(value), key
+    data.set_epoch(2)
+    assert data[7][0].equal(expected_images[7])
+    data.prefetch(3)
+    data.set_epoch(1)
+    assert data[0][0].equal(current[0])  # another epoch asked for first: the prefetched one waits, unused
+    assert data.epoch_tensors(3)[0].equal(plain.epoch_tensors(3)[0])
+
+
+def test_prefetching_the_fixed_test_set_is_a_no_op(make_split: Callable) -> None:
+    test = _dataset(make_split, split="test", n=40)
+    images, _ = test.epoch_tensors()
+    test.prefetch(5)
+    assert test._pending is None and test.epoch_tensors(5)[0] is images
+
+
 def test_pickling_leaves_the_cache_behind(make_split: Callable) -> None:
     data = _dataset(make_split, "tc", n=300, num_samples=MULTI_BLOCK)
     images = data.epoch_tensors()[0].clone()

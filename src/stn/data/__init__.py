@@ -13,8 +13,9 @@ Example:
     (torch.Size([20, 1, 60, 60]), torch.Size([20]))
 """
 
-from stn.data.datasets import BLOCK_SIZE, VALIDATION_SIZE, DistortedMNIST, EpochBatches
+from stn.data.datasets import BLOCK_SIZE, VALIDATION_SIZE, DistortedMNIST
 from stn.data.distortions import GENERATORS, VARIANTS, VariantInfo, variant_info
+from stn.data.epoch_batches import EpochBatches
 from stn.data.idx import IDXError, read_idx, write_idx
 from stn.data.mnist import (
     MNIST,

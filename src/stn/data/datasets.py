@@ -31,11 +31,12 @@ import hashlib
 import math
 import operator
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 from torch import Tensor
-from torch.utils.data import ConcatDataset, Dataset, IterableDataset, Subset, get_worker_info
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from stn.data.distortions import GENERATORS, VariantInfo, variant_info
 from stn.data.mnist import MNIST, load_mnist
@@ -45,7 +46,6 @@ __all__ = [
     "SPLITS",
     "VALIDATION_SIZE",
     "DistortedMNIST",
-    "EpochBatches",
     "EpochConcat",
     "EpochDraws",
     "block_seed",
@@ -183,6 +183,8 @@ class DistortedMNIST(Dataset):
         self.split = split
         self.seed = int(seed)
         self.epoch = 0
+        self._pending: tuple[tuple[int, torch.device], Future] | None = None  # see prefetch()
+        self._executor: ThreadPoolExecutor | None = None
         if num_samples is None:
             self.digit_index = torch.arange(len(mnist))
         elif isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples <= 0:
@@ -256,6 +258,20 @@ class DistortedMNIST(Dataset):
         blocks = [self._params[b] for b in range(self._num_blocks())]
         return {key: torch.cat([p[key] for p in blocks]) for key in blocks[0]}
 
+    def prefetch(self, epoch: int, device: torch.device | str | None = None) -> None:
+        """Start generating ``epoch`` on ``device`` in a background thread, so that it is ready when
+        :meth:`epoch_tensors` asks for it (the engine calls this with the next epoch while it trains on one: on
+        a machine with a core to spare, fast models then wait for no data). The result is the same as without:
+        every block's draws come from its own seeded generator. A no-op when ``epoch``'s images are cached.
+        """
+        key = (self._epoch_key(_check_epoch(epoch)), _device(device))
+        if key == self._key or (self._pending is not None and self._pending[0] == key):
+            return
+        self._wait_pending()
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="stn-prefetch")
+        self._pending = (key, self._executor.submit(self._fill, key, range(self._num_blocks())))
+
     def shard(self, rank: int, world_size: int) -> Subset:
         """This process's share for ``world_size`` processes (DistributedSampler-style, without padding):
         samples ``rank, rank + world_size, ...``. Shards are disjoint and cover the dataset."""
@@ -280,22 +296,37 @@ class DistortedMNIST(Dataset):
         self._labels: Tensor | None = None
         self._params: dict[int, dict[str, Tensor]] = {}
 
+    def _wait_pending(self) -> tuple[Tensor, Tensor, dict[int, dict[str, Tensor]]] | None:
+        """The epoch :meth:`prefetch` is generating (waiting for it), or None if none is."""
+        pending, self._pending = self._pending, None
+        return None if pending is None else pending[1].result()
+
+    def _fill(
+        self, key: tuple[int, torch.device], blocks: Iterable[int], cache: tuple[Tensor, Tensor, dict] | None = None
+    ) -> tuple[Tensor, Tensor, dict[int, dict[str, Tensor]]]:
+        """Generate ``blocks`` of the epoch ``key`` into ``cache`` (images, labels, params by block; new, empty
+        ones if None), skipping the blocks it holds; returns it."""
+        if cache is None:
+            height, width = self.info.image_size
+            images = torch.empty(len(self), self.info.channels, height, width, device=key[1])
+            cache = images, torch.empty(len(self), dtype=torch.long, device=key[1]), {}
+        images, labels, params = cache
+        for b in blocks:
+            if b in params:
+                continue
+            lo, hi = b * BLOCK_SIZE, min((b + 1) * BLOCK_SIZE, len(self))
+            images[lo:hi], block_labels, params[b] = self._generate_block(key[0], b, key[1])
+            labels[lo:hi] = block_labels.to(key[1])
+        return cache
+
     def _ensure(self, epoch: int, device: torch.device, blocks: Iterable[int]) -> None:
         """Generate the given blocks of ``epoch`` on ``device`` into the cache (dropping another epoch's)."""
         key = (self._epoch_key(epoch), device)
         if key != self._key:
+            prefetched = self._wait_pending() if self._pending is not None and self._pending[0] == key else None
             self._reset_cache(key)
-            height, width = self.info.image_size
-            self._images = torch.empty(len(self), self.info.channels, height, width, device=device)
-            self._labels = torch.empty(len(self), dtype=torch.long, device=device)
-        for b in blocks:
-            if b in self._params:
-                continue
-            lo, hi = b * BLOCK_SIZE, min((b + 1) * BLOCK_SIZE, len(self))
-            images, labels, params = self._generate_block(key[0], b, device)
-            self._images[lo:hi] = images
-            self._labels[lo:hi] = labels.to(device)
-            self._params[b] = params
+            self._images, self._labels, self._params = prefetched or self._fill(key, ())
+        self._fill(key, blocks, (self._images, self._labels, self._params))
 
     def _generate_block(self, epoch_key: int, block: int, device: torch.device) -> tuple[Tensor, Tensor, dict]:
         generator = torch.Generator().manual_seed(block_seed(self.variant, self.seed, self.split, epoch_key, block))
@@ -319,75 +350,5 @@ class DistortedMNIST(Dataset):
     def __getstate__(self) -> dict:
         # DataLoader workers (spawn) and pickling get the dataset without the (large) epoch cache.
         state = self.__dict__.copy()
-        state.update(_key=None, _images=None, _labels=None, _params={})
+        state.update(_key=None, _images=None, _labels=None, _params={}, _pending=None, _executor=None)
         return state
-
-
-class EpochBatches(IterableDataset):
-    """Batches of a :class:`DistortedMNIST` epoch for an ``IterableDataset`` pipeline, sharded across processes
-    (``rank`` of ``world_size``) and across the DataLoader's workers.
-
-    Each item is a whole batch ``(images (B, C, H, W), labels (B,))``: use ``DataLoader(batches,
-    batch_size=None, num_workers=k)``. The order is a permutation seeded by ``(seed, epoch)``, identical in
-    every process; :meth:`set_epoch` sets the epoch of both the order and the distortions.
-
-    Example:
-        >>> import torch
-        >>> from torch.utils.data import DataLoader
-        >>> from stn.data import MNIST, DistortedMNIST, EpochBatches
-        >>> digits = MNIST(torch.zeros(10, 28, 28, dtype=torch.uint8), torch.arange(10), "mnist", None, "train")
-        >>> batches = EpochBatches(DistortedMNIST("rts", mnist=digits), batch_size=4, rank=0, world_size=2)
-        >>> [tuple(images.shape) for images, labels in DataLoader(batches, batch_size=None)]  # this rank's half
-        [(4, 1, 42, 42), (1, 1, 42, 42)]
-    """
-
-    def __init__(
-        self,
-        dataset: DistortedMNIST,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = False,
-    ) -> None:
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
-        self.dataset = dataset
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.rank = rank
-        self.world_size = world_size
-        self.drop_last = drop_last
-
-    def set_epoch(self, epoch: int) -> None:
-        self.dataset.set_epoch(epoch)
-
-    def _batches(self) -> list[Tensor]:
-        n = len(self.dataset)
-        if self.shuffle:
-            seed = block_seed("order", self.dataset.seed, self.dataset.epoch)
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-        else:
-            order = torch.arange(n)
-        mine = order[self.rank :: self.world_size]
-        batches = list(mine.split(self.batch_size))
-        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        return batches
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        worker = get_worker_info()
-        batches = self._batches()
-        if worker is not None:
-            batches = batches[worker.id :: worker.num_workers]
-        if not batches:
-            return
-        images, labels = self.dataset.epoch_tensors()
-        for batch in batches:
-            yield images[batch], labels[batch]

@@ -49,16 +49,22 @@ def train_batches(
     ctx: DistContext,
     device: torch.device,
     num_workers: int = 0,
+    *,
+    prefetch: bool = False,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Batches ``first`` to ``last - 1`` of ``epoch`` (global batches of ``batch_size`` in the permutation drawn
     from ``(seed, epoch)``): this process's slice of each, on ``device``. A map-style ``data`` with ``set_epoch``
-    is told the epoch first (its augmentation draws from it)."""
+    is told the epoch first (its augmentation draws from it). ``prefetch``: a whole-epoch ``data`` with a
+    ``prefetch(epoch, device)`` method (distorted MNIST) starts generating epoch ``epoch + 1`` in the background
+    while this one trains (the same data either way; a fast model then need not wait for its next epoch)."""
     per_rank = batch_size // ctx.world_size
     lo, hi = ctx.rank * per_rank, (ctx.rank + 1) * per_rank
     generator = torch.Generator().manual_seed(block_seed("order", seed, epoch))
     order = torch.randperm(len(data), generator=generator)
     if has_epoch_tensors(data):
         inputs, targets = data.epoch_tensors(epoch, device)
+        if prefetch and callable(getattr(data, "prefetch", None)):
+            data.prefetch(epoch + 1, device)
         order = order.to(device)
         for i in range(first, last):
             idx = order[i * batch_size : (i + 1) * batch_size][lo:hi]

@@ -355,8 +355,9 @@ class Trainer:
                     last = min(self.steps_per_epoch, self.total_steps - epoch * self.steps_per_epoch)
                     lr, shown = c.lr, f"{epoch + 1}/{self.num_epochs}"
                     batches = train_batches(
-                        self.train_data, c.batch_size, c.seed, epoch, first, last, self.ctx, self.device, c.num_workers
-                    )
+                        self.train_data, c.batch_size, c.seed, epoch, first, last, self.ctx, self.device,
+                        c.num_workers, prefetch=epoch + 1 < self.num_epochs,
+                    )  # fmt: skip
                     for x, y in batches:
                         start = time.perf_counter()
                         lr = c.lr * apply_lr_schedule(
