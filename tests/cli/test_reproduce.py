@@ -151,6 +151,22 @@ def test_table1_trains_compositional_models_only_when_named_and_shows_them_besid
     assert "IC-ST-CNN Proj" not in rows  # rows of compositional models only where they ran
 
 
+def test_table1_trains_st_fcn_localisation_nets_at_a_tenth_of_the_rate_unless_told(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
+    base = ["reproduce", "table1", "--data", "R", "--iterations", "1", "--batch-size", "8", "--num-train", "8",
+            "--num-test", "8", "--data-dir", str(tiny_mnist), "--validation", "16", "--quiet"]  # fmt: skip
+
+    def scale(out: Path, model: str) -> float:
+        config = json.loads((out / "r" / model / "seed0" / "config.json").read_text())
+        return config["config"]["localization_lr_scale"]
+
+    assert main([*base, "--models", "st-fcn-aff,st-cnn-aff", "--out", str(tmp_path / "default")]) == 0
+    assert scale(tmp_path / "default", "st-fcn-aff") == 0.1 and scale(tmp_path / "default", "st-cnn-aff") == 1.0
+    assert main([*base, "--models", "st-fcn-aff", "--loc-lr-scale", "1", "--out", str(tmp_path / "given")]) == 0
+    assert scale(tmp_path / "given", "st-fcn-aff") == 1.0
+
+
 def test_table1_rejects_unknown_variants(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["reproduce", "table1", "--data", "R,XYZ"])

@@ -145,7 +145,9 @@ def test_standardize_reaches_the_model_and_is_kept_on_resume(tiny_mnist: Path, t
     kwargs = json.loads((out / "config.json").read_text())["model"]["kwargs"]
     assert kwargs["standardize"] is True
     assert main([*base, "--resume", "--iterations", "6", "--no-figures"]) == 0
-    assert json.loads((out / "config.json").read_text())["model"]["kwargs"]["standardize"] is True
+    config = json.loads((out / "config.json").read_text())
+    assert config["model"]["kwargs"]["standardize"] is True
+    assert config["config"]["localization_lr_scale"] == 0.1  # the ST-FCNs' default (stn.experiments.table1), kept
     assert json.loads((out / "summary.json").read_text())["steps"] == 6
 
 

@@ -93,8 +93,10 @@ def _run(args: argparse.Namespace) -> tuple[dict, str, dict, object]:
     missing = [f"--{k}" for k in ("data", "model") if getattr(args, k) is None]
     if missing:
         raise ValueError(f"{' and '.join(missing)} required (unless --resume finds the run in --out)")
+    from stn.experiments.table1 import recipe_defaults
+
     data = {"variant": args.data, "num_train": args.num_train, "num_test": args.num_test, "root": args.data_dir}
-    return data, args.model, options, TrainConfig().replace(**given)
+    return data, args.model, options, TrainConfig().replace(**{**recipe_defaults(args.model), **given})
 
 
 def _paper_error(model: str, data: str) -> str:
