@@ -165,6 +165,8 @@ def test_table1_trains_st_fcn_localisation_nets_at_a_tenth_of_the_rate_unless_to
     assert scale(tmp_path / "default", "st-fcn-aff") == 0.1 and scale(tmp_path / "default", "st-cnn-aff") == 1.0
     assert main([*base, "--models", "st-fcn-aff", "--loc-lr-scale", "1", "--out", str(tmp_path / "given")]) == 0
     assert scale(tmp_path / "given", "st-fcn-aff") == 1.0
+    summary = json.loads((tmp_path / "given" / "r" / "st-fcn-aff" / "seed0" / "summary.json").read_text())
+    assert " --loc-lr-scale 1.0 " in summary["command"]  # the option as typed, so that the command runs again
 
 
 def test_table1_rejects_unknown_variants(capsys: pytest.CaptureFixture[str]) -> None:

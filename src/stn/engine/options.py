@@ -38,6 +38,7 @@ __all__ = [
     "check",
     "chosen_model_options",
     "default_text",
+    "flag_for",
     "name_list",
     "option_type",
     "output_file",
@@ -83,6 +84,20 @@ def check(name: str, value: Any) -> Any:
     if not ok or not valid(kind(value)):
         raise ValueError(f"{name} must be {what}, got {value!r}")
     return kind(value)
+
+
+# Command-line spellings that are not their destination's name with dashes.
+_FLAGS = {"localization_lr_scale": "--loc-lr-scale"}
+
+
+def flag_for(name: str) -> str:
+    """The command-line option that sets ``name`` (an argparse destination, e.g. a ``TrainConfig`` field).
+
+    Example:
+        >>> flag_for("batch_size"), flag_for("localization_lr_scale")
+        ('--batch-size', '--loc-lr-scale')
+    """
+    return _FLAGS.get(name, f"--{name.replace('_', '-')}")
 
 
 def option_type(name: str) -> Callable[[str], Any]:
@@ -225,7 +240,7 @@ def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, 
     option("--lr", "lr", "base learning rate")
     option("--momentum", "momentum", "SGD momentum (0 = plain SGD)")
     option("--weight-decay", "weight_decay", "weight decay")
-    option("--loc-lr-scale", "localization_lr_scale", "localisation nets' lr = lr * this")
+    option(flag_for("localization_lr_scale"), "localization_lr_scale", "localisation nets' lr = lr * this")
     option("--clip-grad-norm", "clip_grad_norm", "clip the gradients' global norm to this")
     option("--warmup", "warmup", "fraction of training with a linear learning-rate warm-up")
     parser.add_argument(

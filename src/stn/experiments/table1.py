@@ -35,6 +35,7 @@ from stn.engine.options import (
     add_standardize_option,
     add_validation_option,
     chosen_model_options,
+    flag_for,
     name_list,
     positive_int,
 )
@@ -318,7 +319,7 @@ def _command(args: argparse.Namespace) -> str:
         f"--budget {args.budget}",
     ]
     for key, value in vars(args).items():
-        flag = f"--{key.replace('_', '-')}"
+        flag = flag_for(key)
         if key in _NOT_IN_COMMAND or value in (None, "auto") or (key, value) == ("seeds", 1):
             continue
         if isinstance(value, bool):  # flags are None unless given: False is --no-<flag>
