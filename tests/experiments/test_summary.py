@@ -111,6 +111,17 @@ def test_equally_long_budgets_go_to_more_seeds_then_lower_validation_never_test(
     assert chosen == {"e": "b", "p": "d"}  # two seeds beat one; then validation decides, whatever the test error
 
 
+def test_a_longer_validated_group_beside_a_shorter_unvalidated_one(tmp_path: Path) -> None:
+    """The validation rule looks at the longest groups only: a shorter group without validation errors is passed
+    over, not averaged (its empty list once failed the whole summary)."""
+    results = tmp_path / "results"
+    _run(results, "old", "e", "st-cnn-tps", 0, 2.0, 1_000)
+    _run(results, "long-a", "e", "st-cnn-tps", 0, 0.9, 14_063, val_error=1.0)
+    _run(results, "long-b", "e", "st-cnn-tps", 0, 0.7, 14_063, val_error=0.8)
+    (cell,) = collect_cells(results)
+    assert cell.folder.name == "long-b" and cell.others == 2
+
+
 def test_no_table1_runs_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "empty").mkdir()
     assert main(["reproduce", "summary", "--results", str(tmp_path / "empty")]) == 1

@@ -184,7 +184,7 @@ def collect_cells(results: str | os.PathLike) -> list[Cell]:
             most = max(c.steps for c in candidates)
             tied = [c for c in candidates if c.steps == most]
             validated = all(len(c.val_errors) == len(c.seeds) for c in tied)
-            best = min(candidates, key=lambda c: _preference(c, validated))
+            best = min(tied, key=lambda c: _preference(c, validated))  # the shorter groups lost already
             best.others = len(candidates) - 1
             cells.append(best)
     return cells
