@@ -40,7 +40,6 @@ from torch import Tensor, nn
 from stn._logticks import few_log_ticks
 from stn.coords import normalized_to_pixel
 from stn.io import atomic_path
-from stn.modules import CompositionalSpatialTransformer
 from stn.modules.diagnostics import apply_transformer, capture_transformers, transformer_modules
 
 __all__ = [
@@ -186,9 +185,8 @@ def plot_model_transformations(
     captures = capture_transformers(model, images)
     if not captures:
         raise ValueError(f"{type(model).__name__} has no spatial transformer to visualise")
-    name, capture = next(iter(captures.items()))
-    steps = isinstance(transformer_modules(model)[name], CompositionalSpatialTransformer)
-    return plot_transformations(capture.inputs, capture.grid, capture.outputs, path, title, steps=steps)
+    capture = next(iter(captures.values()))
+    return plot_transformations(capture.inputs, capture.grid, capture.outputs, path, title, steps=capture.steps)
 
 
 def plot_curves(history: Sequence[dict[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:

@@ -342,7 +342,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     for k, (variant, model, seed) in enumerate(jobs, 1):
         run_dir = _run_dir(out, variant, model, seed)
-        given = {k: v for k, v in recipe_defaults(model).items() if getattr(args, k, None) is None}
+        given = {field: v for field, v in recipe_defaults(model).items() if getattr(args, field, None) is None}
         config = config_from_args(BUDGETS, args, seed=seed, **given)
         data = dict(num_train=args.num_train, num_test=args.num_test, validation=args.validation or None)
         label = f"[{k}/{len(jobs)}] {variant.upper()} {model} seed {seed}"

@@ -121,6 +121,8 @@ class TransformerCapture:
         theta: ``(B, N, P)``.
         grid: ``(B, N, h, w, 2)`` sampling grids in the input's normalised coordinates.
         outputs: ``(B, N, C, h, w)``.
+        steps: whether the N are the steps of a :class:`CompositionalSpatialTransformer` (the last one its output)
+            rather than N parallel transformers.
     """
 
     transform: Transform
@@ -128,6 +130,7 @@ class TransformerCapture:
     theta: Tensor
     grid: Tensor
     outputs: Tensor
+    steps: bool = False
 
 
 @torch.no_grad()
@@ -182,11 +185,14 @@ def capture_transformers(model: nn.Module, x: Tensor) -> dict[str, TransformerCa
             if name not in inputs:
                 continue
             inp = inputs[name]
-            if isinstance(module, CompositionalSpatialTransformer):
+            steps = isinstance(module, CompositionalSpatialTransformer)
+            if steps:
                 theta = module.localize_steps(inp)
             else:
                 theta = module.localize(inp).view(inp.shape[0], -1, module.transform.num_params)
-            captures[name] = TransformerCapture(module.transform, inp, theta, *apply_transformer(module, inp, theta))
+            captures[name] = TransformerCapture(
+                module.transform, inp, theta, *apply_transformer(module, inp, theta), steps=steps
+            )
     finally:
         model.train(was_training)
         for hook in hooks:
@@ -200,13 +206,11 @@ def theta_diagnostics(model: nn.Module, x: Tensor) -> dict[str, float]:
     :class:`CompositionalSpatialTransformer` these are of its output's warp (θ_K), and each earlier step k has its
     own, ``"<name>.step<k>.<stat>"``."""
     out = {}
-    modules = transformer_modules(model)
     for name, capture in capture_transformers(model, x).items():
         prefix = name or "model"
         grids = {prefix: capture.grid.flatten(0, 1)}
-        if isinstance(modules[name], CompositionalSpatialTransformer):
-            steps = capture.grid.shape[1]
-            grids = {f"{prefix}.step{k + 1}": capture.grid[:, k] for k in range(steps - 1)}
+        if capture.steps:
+            grids = {f"{prefix}.step{k + 1}": capture.grid[:, k] for k in range(capture.grid.shape[1] - 1)}
             grids[prefix] = capture.grid[:, -1]
         for key, grid in grids.items():
             for stat, value in grid_stats(grid).items():
