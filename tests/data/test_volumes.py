@@ -91,3 +91,25 @@ def test_the_volume_model_is_built_for_these_volumes_and_data_imports_no_model_c
     source = (Path(__file__).resolve().parents[2] / "src" / "stn" / "data").rglob("*.py")
     imports = re.compile(r"^\s*(from|import) stn\.models", re.MULTILINE)
     assert not [p.name for p in source if imports.search(p.read_text())]  # data sits above models
+
+
+def test_posed_volumes_hold_the_last_training_digits_out_as_a_fixed_validation_split(tiny_mnist: Path) -> None:
+    from stn.data.specs import build, volume_spec
+
+    spec = volume_spec(seed=3, root=str(tiny_mnist), validation=24)
+    train, val, test = (build(spec, split) for split in ("train", "val", "test"))
+    digits = load_mnist(tiny_mnist, "train")
+    assert len(train) == 72 and len(val) == 24 and val.split == "val"
+    assert torch.equal(val.images, digits.images[-24:]) and torch.equal(train.images, digits.images[:-24])
+    torch.testing.assert_close(val.poses(0), val.poses(4))  # the same poses every epoch...
+    other_seed = build(volume_spec(seed=4, root=str(tiny_mnist), validation=24), "val")
+    torch.testing.assert_close(val.poses(0), other_seed.poses(0))  # ...and for every seed
+    assert not torch.equal(val.poses(0), test.poses(0)[:24])
+    with pytest.raises(ValueError, match="holds no validation digits out"):
+        build({**spec, "validation": None}, "val")
+    with pytest.raises(ValueError, match="needs validation"):
+        PosedVolumes(digits, split="val")
+    with pytest.raises(ValueError, match="test split takes none"):
+        PosedVolumes(load_mnist(tiny_mnist, "test"), split="test", validation=5)
+    with pytest.raises(ValueError, match="holds the 'test' split"):
+        PosedVolumes(load_mnist(tiny_mnist, "test"), split="val", validation=5)

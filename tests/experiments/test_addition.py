@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 from pathlib import Path
 
 import pytest
@@ -43,6 +44,8 @@ def _args(tiny_mnist: Path, tmp_path: Path, *models: str) -> argparse.Namespace:
             "0.05",
             "--device",
             "cpu",
+            "--validation",
+            "24",
             "--models",
             *models,
         ]
@@ -57,17 +60,21 @@ def test_quick_run_end_to_end_writes_table_results_and_figures(
     record = json.loads((out / "results.json").read_text())
     assert set(record["results"]) == {"FCN", "2xST-FCN Aff"}
     result = record["results"]["2xST-FCN Aff"]
-    assert result["steps"] == 2 and 0 <= result["test_error"] <= 1 and result["paper_error"] == 9.0
+    (run,) = result["runs"]
+    assert run["steps"] == 2 and 0 <= result["test_error"] <= 1 and result["paper_error"] == 9.0
+    assert result["seeds"] == [0] and result["shipped_seed"] == 0 and result["test_error_sd"] is None
+    assert run["val_samples"] == 24 and 0 <= run["val_error"] <= 1  # held out, scored every epoch
     table = (out / "addition.md").read_text()
     assert "| 2xST-FCN Aff | add-2xst-fcn-aff |" in table and "| 47.7 |" in table
+    assert "the last 24 training digits held out as validation" in table
     assert (out / "transformers-2xst-fcn-aff.png").stat().st_size > 1000  # inputs and the 4 output channels
     assert not (out / "transformers-fcn.png").exists()  # no transformer to draw
-    assert (tmp_path / "runs" / "fcn" / "checkpoint.pt").is_file()
-    assert json.loads((tmp_path / "runs" / "fcn" / "config.json").read_text())["config"]["lr"] == 0.05
+    assert (tmp_path / "runs" / "fcn" / "seed0" / "checkpoint.pt").is_file()
+    assert json.loads((tmp_path / "runs" / "fcn" / "seed0" / "config.json").read_text())["config"]["lr"] == 0.05
     assert record["lr"] == 0.05 and "learning rate 0.05" in table
     capsys.readouterr()
     assert addition.run(_args(tiny_mnist, tmp_path, "fcn")) == 0  # finished runs are skipped
-    assert "FCN: finished before, skipped" in capsys.readouterr().out
+    assert "FCN seed 0: finished before, skipped" in capsys.readouterr().out
     assert "2xST-FCN" not in (out / "addition.md").read_text()
 
 
@@ -81,5 +88,25 @@ def test_standardize_is_recorded_and_a_finished_plain_run_is_not_taken_for_it(
     assert addition.run(_args(tiny_mnist, tmp_path / "std", "st-fcn-aff", "--standardize")) == 0
     record = json.loads((tmp_path / "std" / "out" / "results.json").read_text())
     assert record["standardize"] is True and "standardised" in (tmp_path / "std" / "out" / "addition.md").read_text()
-    saved = json.loads((tmp_path / "std" / "runs" / "st-fcn-aff" / "config.json").read_text())
+    saved = json.loads((tmp_path / "std" / "runs" / "st-fcn-aff" / "seed0" / "config.json").read_text())
     assert saved["model"]["kwargs"]["standardize"] is True
+
+
+def test_seeds_give_mean_and_sd_and_the_seed_with_the_lowest_validation_error_ships(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
+    assert addition.run(_args(tiny_mnist, tmp_path, "st-fcn-aff", "--seeds", "2", "--seed", "3")) == 0
+    record = json.loads((tmp_path / "out" / "results.json").read_text())
+    result = record["results"]["ST-FCN Aff"]
+    runs = result["runs"]
+    assert result["seeds"] == [3, 4] == [r["seed"] for r in runs] and record["seeds"] == [3, 4]
+    errors = [100 * r["test_error"] for r in runs]
+    assert result["test_error"] == pytest.approx(statistics.mean(errors) / 100)
+    assert result["test_error_sd"] == pytest.approx(statistics.stdev(errors) / 100)
+    assert result["shipped_seed"] == min(runs, key=lambda r: (r["val_error"], r["seed"]))["seed"]
+    for seed in (3, 4):  # every seed trains in its own folder, on the same validation digits
+        summary = json.loads((tmp_path / "runs" / "st-fcn-aff" / f"seed{seed}" / "summary.json").read_text())
+        assert summary["seed"] == seed and summary["data"]["validation"] == 24
+    table = (tmp_path / "out" / "addition.md").read_text()
+    assert f"| {statistics.mean(errors):.1f} ± {statistics.stdev(errors):.1f} |" in table
+    assert " / ".join(f"{100 * r['val_error']:.1f}" for r in runs) in table

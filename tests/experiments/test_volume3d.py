@@ -7,6 +7,7 @@ import argparse
 import json
 import os
 import signal
+import statistics
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def tiny_args(data: Path, tmp_path: Path, name: str, *extra: str) -> list[str]:
     """4 steps of 4 volumes on the first 8 digits (2 steps an epoch), 6 test volumes."""
     return ["--data-dir", str(data), "--out", str(tmp_path / name), "--runs-dir", str(tmp_path / f"runs-{name}"),
             "--iterations", "4", "--batch-size", "4", "--num-train", "8", "--num-test", "6", "--device", "cpu",
-            "--quiet", *extra]  # fmt: skip
+            "--validation", "24", "--quiet", *extra]  # fmt: skip
 
 
 def test_quick_run_end_to_end_writes_table_results_and_figure(
@@ -43,9 +44,12 @@ def test_quick_run_end_to_end_writes_table_results_and_figure(
     assert all(0 <= r["test_error"] <= 100 and r["train_seconds"] > 0 for r in record["results"])
     assert record["iterations"] == 4 and record["test_digits"] == 6 and record["train_digits"] == 8
     for r in record["results"]:
-        summary = json.loads((tmp_path / "runs-3d" / r["name"] / "summary.json").read_text())
+        summary = json.loads((tmp_path / "runs-3d" / r["name"] / "seed0" / "summary.json").read_text())
         assert r["test_error"] == 100 * summary["test_error"] and summary["steps"] == 4
-    assert "transformer.0.scale_mean" in read_jsonl(tmp_path / "runs-3d" / "volume-st" / "metrics.jsonl")[-1]
+        assert summary["val_samples"] == 24 and r["val_errors"] == [100 * summary["val_error"]]
+        assert r["seeds"] == [0] and r["shipped_seed"] == 0
+    last = read_jsonl(tmp_path / "runs-3d" / "volume-st" / "seed0" / "metrics.jsonl")[-1]
+    assert "transformer.0.scale_mean" in last and "val_error" in last
     table = (out / "3d.md").read_text()
     assert "volume-st" in table and "projections.png" in table
     assert (out / "projections.png").stat().st_size > 1000
@@ -73,25 +77,27 @@ def test_interrupted_run_resumes_to_the_same_weights_and_eval_reproduces_it(
 
     monkeypatch.setattr(Trainer, "train_step", step_then_signal)
     assert volume3d.run(parse(*tiny_args(tiny_mnist, tmp_path, "resumed"))) == 128 + signal.SIGTERM
-    assert load_checkpoint(tmp_path / "runs-resumed" / "volume-st")["step"] == 3
+    assert load_checkpoint(tmp_path / "runs-resumed" / "volume-st" / "seed0")["step"] == 3
     monkeypatch.undo()
     assert volume3d.run(parse(*tiny_args(tiny_mnist, tmp_path, "resumed"))) == 0
 
     for name in volume3d.MODELS.values():
-        a, b = (load_checkpoint(tmp_path / runs / name) for runs in ("runs-straight", "runs-resumed"))
+        a, b = (load_checkpoint(tmp_path / runs / name / "seed0") for runs in ("runs-straight", "runs-resumed"))
         assert a["step"] == b["step"] == 4
         for key in a["model"]:
             assert torch.equal(a["model"][key], b["model"][key]), (name, key)
-        records = [read_jsonl(tmp_path / runs / name / "metrics.jsonl") for runs in ("runs-straight", "runs-resumed")]
+        records = [
+            read_jsonl(tmp_path / r / name / "seed0" / "metrics.jsonl") for r in ("runs-straight", "runs-resumed")
+        ]
         keys = ("epoch", "step", "lr", "train_loss", "train_error", "test_loss", "test_error")
         assert [[r[k] for k in keys] for r in records[0]] == [[r[k] for k in keys] for r in records[1]]
     results = [json.loads((tmp_path / d / "results.json").read_text())["results"] for d in ("straight", "resumed")]
     assert [r["test_error"] for r in results[0]] == [r["test_error"] for r in results[1]]
 
     capsys.readouterr()
-    assert main(["eval", str(tmp_path / "runs-resumed" / "volume-st"), "--json"]) == 0
+    assert main(["eval", str(tmp_path / "runs-resumed" / "volume-st" / "seed0"), "--json"]) == 0
     scored = json.loads(capsys.readouterr().out)
-    summary = json.loads((tmp_path / "runs-resumed" / "volume-st" / "summary.json").read_text())
+    summary = json.loads((tmp_path / "runs-resumed" / "volume-st" / "seed0" / "summary.json").read_text())
     assert scored["model"] == "volume-st" and scored["test_samples"] == 6
     assert scored["test_error"] == summary["test_error"] and scored["test_loss"] == summary["test_loss"]
 
@@ -100,3 +106,23 @@ def test_the_spec_keeps_the_mnist_folder_absolute(tmp_path: Path, monkeypatch: p
     monkeypatch.chdir(tmp_path)  # stn eval may run from another folder than the training
     assert volume_spec(root="mnist")["root"] == str(tmp_path.resolve() / "mnist")
     assert volume_spec()["root"] is None  # the default search
+
+
+def test_seeds_train_apart_on_the_same_validation_digits_and_the_table_gives_mean_and_sd(
+    tiny_mnist: Path, tmp_path: Path
+) -> None:
+    assert volume3d.run(parse(*tiny_args(tiny_mnist, tmp_path, "3d", "--seeds", "2"))) == 0
+    record = json.loads((tmp_path / "3d" / "results.json").read_text())
+    assert record["seeds"] == [0, 1] and record["validation"] == 24
+    table = (tmp_path / "3d" / "3d.md").read_text()
+    for r in record["results"]:
+        summaries = [
+            json.loads((tmp_path / "runs-3d" / r["name"] / f"seed{k}" / "summary.json").read_text()) for k in (0, 1)
+        ]
+        assert [s["seed"] for s in summaries] == r["seeds"] == [0, 1]
+        assert r["test_errors"] == [100 * s["test_error"] for s in summaries]
+        assert r["test_error"] == pytest.approx(statistics.mean(r["test_errors"]))
+        assert r["test_error_sd"] == pytest.approx(statistics.stdev(r["test_errors"]))
+        assert r["shipped_seed"] == min(summaries, key=lambda s: (s["val_error"], s["seed"]))["seed"]
+        assert summaries[0]["data"]["validation"] == summaries[1]["data"]["validation"] == 24
+        assert f"| {statistics.mean(r['test_errors']):.2f} ± {statistics.stdev(r['test_errors']):.2f} |" in table

@@ -49,6 +49,7 @@ __all__ = [
     "EpochConcat",
     "EpochDraws",
     "block_seed",
+    "hold_out",
 ]
 
 BLOCK_SIZE = 1024  # samples per block of random draws; changing it changes every generated dataset
@@ -98,12 +99,25 @@ def _check_epoch(epoch: int) -> int:
     return epoch
 
 
-def _check_validation(validation: int | None, split: str, available: int) -> int:
-    """The number of held-out training digits, checked against the ``available`` digits of the split."""
+def hold_out(mnist: MNIST, validation: int | None, split: str) -> MNIST:
+    """The part of a loaded MNIST split that ``split`` of a dataset holding ``validation`` digits out reads: the
+    first ``len - validation`` training digits (``"train"``), the last ``validation`` (``"val"``), or ``mnist``
+    itself (``"test"``, or no digits held out). The one place every dataset of stn holds validation digits out.
+
+    Raises:
+        ValueError: ``"val"`` without ``validation``, ``validation`` with ``"test"``, or a count that is not an
+            int between 1 and ``len(mnist) - 1``.
+
+    Example:
+        >>> digits = MNIST(torch.zeros(5, 28, 28, dtype=torch.uint8), torch.arange(5), "sample", None, "train")
+        >>> hold_out(digits, 2, "train").labels.tolist(), hold_out(digits, 2, "val").labels.tolist()
+        ([0, 1, 2], [3, 4])
+    """
+    available = len(mnist)
     if validation is None or (validation == 0 and split == "train"):
         if split == "val":
             raise ValueError("split='val' needs validation=<how many training digits are held out>")
-        return 0
+        return mnist
     if split == "test":
         raise ValueError("validation digits are held out of the training split; the test split takes none")
     if isinstance(validation, bool) or not isinstance(validation, int) or not 0 < validation < available:
@@ -111,12 +125,7 @@ def _check_validation(validation: int | None, split: str, available: int) -> int
             f"validation must be an int between 1 and {available - 1} (the training split holds {available} "
             f"digits), got {validation!r}"
         )
-    return validation
-
-
-def _holdout_part(mnist: MNIST, validation: int, held_out: bool) -> MNIST:
-    """The first ``len - validation`` digits of a training split, or (``held_out``) the last ``validation``."""
-    part = slice(len(mnist) - validation, None) if held_out else slice(None, len(mnist) - validation)
+    part = slice(available - validation, None) if split == "val" else slice(None, available - validation)
     return MNIST(mnist.images[part], mnist.labels[part], mnist.source, mnist.root, mnist.split)
 
 
@@ -176,10 +185,8 @@ class DistortedMNIST(Dataset):
             raise ValueError(f"mnist holds the {mnist.split!r} split but split={split!r} was asked for")
         if len(mnist) == 0:
             raise ValueError("mnist holds no digits")
-        self.validation = _check_validation(validation, split, len(mnist))
-        if self.validation:
-            mnist = _holdout_part(mnist, self.validation, split == "val")
-        self.mnist = mnist
+        self.mnist = mnist = hold_out(mnist, validation, split)
+        self.validation = validation or 0
         self.split = split
         self.seed = int(seed)
         self.epoch = 0

@@ -3,7 +3,7 @@ rebuilds its training, validation or test set. The training engine records the s
 ``stn eval`` and ``stn visualize`` can score or show any run's model on its test data again. Training sets are seeded
 by the spec's ``seed``, validation and test sets by :data:`TEST_SEED` (the same digits for every seed).
 
-A distorted-MNIST spec with ``"validation": n`` holds the last ``n`` training digits out of training
+A distorted-MNIST or posed-volumes spec with ``"validation": n`` holds the last ``n`` training digits out of training
 (:data:`stn.data.VALIDATION_SIZE` for the reproductions): ``build(spec, "val")`` serves them.
 
 * ``"distorted-mnist"`` (Table 1, MNIST addition): :class:`stn.data.DistortedMNIST` of ``variant``.
@@ -132,10 +132,12 @@ def volume_spec(
     max_angle: float = 45.0,
     max_translation: float = 0.2,
     root: str | None = None,
+    validation: int | None = None,
 ) -> dict[str, Any]:
     """The spec of a 3-D run: the first ``num_*`` MNIST digits of each split (None: all) in poses drawn with
-    :func:`stn.data.volumes.random_poses`; ``root``: where MNIST is (None: the default search)."""
-    return {
+    :func:`stn.data.volumes.random_poses`; ``root``: where MNIST is (None: the default search); ``validation``: how
+    many training digits (the last ones) are held out as the validation split, as :func:`distorted_mnist_spec`'s."""
+    spec = {
         "kind": "posed-volumes",
         "seed": seed,
         "num_train": num_train,
@@ -144,6 +146,7 @@ def volume_spec(
         "max_translation": max_translation,
         "root": _absolute(root),
     }
+    return spec if validation is None else {**spec, "validation": validation}
 
 
 def _distorted_mnist(spec: Mapping[str, Any], split: str) -> Dataset:
@@ -188,9 +191,11 @@ def _posed_volumes(spec: Mapping[str, Any], split: str) -> Dataset:
 
     train = split == "train"
     return PosedVolumes(
-        load_mnist(spec.get("root"), "train" if train else "test"),
+        load_mnist(spec.get("root"), "test" if split == "test" else "train"),
+        split=split,
+        validation=None if split == "test" else spec.get("validation"),
         seed=spec["seed"] if train else TEST_SEED,
-        num_samples=spec.get("num_train" if train else "num_test"),
+        num_samples={"train": spec.get("num_train"), "test": spec.get("num_test")}.get(split),  # val: all held out
         max_angle=spec["max_angle"],
         max_translation=spec["max_translation"],
     )

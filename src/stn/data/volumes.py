@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stn.data.datasets import block_seed
+from stn.data.datasets import SPLITS, block_seed, hold_out
 from stn.data.mnist import MNIST
 from stn.functional import warp
 
@@ -142,11 +142,15 @@ class VolumeBatches:
 
 class PosedVolumes:
     """Posed volumes of one MNIST split for the training engine: ``epoch_tensors(epoch, device)`` gives the
-    epoch's volumes (a :class:`VolumeBatches`) and labels. Training epochs draw fresh poses; the test split's
-    are the same every epoch.
+    epoch's volumes (a :class:`VolumeBatches`) and labels. Training epochs draw fresh poses; the validation and
+    test splits' are the same every epoch.
 
     Args:
         mnist: a loaded split; ``num_samples``: use its first N digits.
+        split: ``"train"``, ``"val"`` or ``"test"`` (default: ``mnist``'s own split).
+        validation: how many digits at the end of MNIST's training split are held out (as
+            :class:`stn.data.DistortedMNIST` holds them out, :func:`stn.data.datasets.hold_out`): ``"train"``
+            leaves them out and ``"val"`` serves exactly them.
         seed: seed of the poses.
         max_angle, max_translation: see :func:`random_poses`.
     """
@@ -155,16 +159,24 @@ class PosedVolumes:
         self,
         mnist: MNIST,
         *,
+        split: str | None = None,
+        validation: int | None = None,
         seed: int = 0,
         num_samples: int | None = None,
         max_angle: float = 45.0,
         max_translation: float = 0.2,
     ) -> None:
+        split = mnist.split if split is None else split
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        if mnist.split != ("test" if split == "test" else "train"):
+            raise ValueError(f"mnist holds the {mnist.split!r} split but split={split!r} was asked for")
+        mnist = hold_out(mnist, validation, split)
         n = len(mnist) if num_samples is None else min(num_samples, len(mnist))
         if n < 1:
             raise ValueError(f"num_samples must be positive, got {num_samples}")
         self.images, self.labels = mnist.images[:n], mnist.labels[:n]
-        self.split, self.source, self.seed = mnist.split, mnist.source, seed
+        self.split, self.source, self.seed = split, mnist.source, seed
         self.pose_options = {"max_angle": max_angle, "max_translation": max_translation}
 
     def __len__(self) -> int:

@@ -32,6 +32,7 @@ __all__ = [
     "RULES",
     "add_data_options",
     "add_device_option",
+    "add_seeds_option",
     "add_standardize_option",
     "add_training_options",
     "add_validation_option",
@@ -44,6 +45,7 @@ __all__ = [
     "output_file",
     "output_folder",
     "positive_int",
+    "seed_list",
 ]
 
 # What a non-finite training loss does: TrainConfig.on_nonfinite, --on-nan (stn.engine.guards).
@@ -267,6 +269,23 @@ def add_training_options(parser: argparse.ArgumentParser, presets: Mapping[str, 
         f"({default_text(presets, 'on_nonfinite')})",
     )
     add_device_option(parser)
+
+
+def add_seeds_option(parser: argparse.ArgumentParser) -> None:
+    """``--seeds N``: runs per cell of a reproduction, with seeds ``S..S+N-1`` where ``S`` is ``--seed``
+    (:func:`seed_list`)."""
+    parser.add_argument(
+        "--seeds",
+        type=positive_int,
+        default=1,
+        help="runs per cell, with seeds S..S+N-1 where S is --seed (default 1 run, seed 0)",
+    )
+
+
+def seed_list(args: argparse.Namespace) -> list[int]:
+    """The seeds ``--seed`` and ``--seeds`` ask for: ``S..S+N-1``."""
+    first = args.seed or 0
+    return list(range(first, first + args.seeds))
 
 
 def add_validation_option(parser: argparse.ArgumentParser, default: int) -> None:

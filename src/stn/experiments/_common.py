@@ -179,14 +179,19 @@ def train_run(
 
 
 def trained_model(
-    label: str, run_dir: Path, config: TrainConfig, spec: Mapping[str, Any], make: Callable[[], Trainer]
+    label: str,
+    run_dir: Path,
+    config: TrainConfig,
+    spec: Mapping[str, Any],
+    make: Callable[[], Trainer],
+    model_options: Mapping[str, Any] | None = None,
 ) -> nn.Module | int | None:
     """The model of :func:`train_run`'s run (loaded from its checkpoint when it had finished before), 128 + the
     signal that interrupted it, or None in the other processes of a data-parallel run (the main one reports)."""
     from stn.engine.checkpoint import load_model
     from stn.engine.distributed import resolve_device
 
-    trained = train_run(label, run_dir, config, spec, make)
+    trained = train_run(label, run_dir, config, spec, make, model_options)
     if isinstance(trained, int):
         return trained
     if trained is None:

@@ -2,34 +2,50 @@
 
 Two 42x42 channels, each with an independently RTS-distorted digit (the data layer's ``addition`` variant); the
 network outputs their sum (19 classes). Models (:mod:`stn.models.appendix`, about 400k parameters each): FCN, CNN,
-ST-FCN (one transformer that sees and warps both channels) and 2xST-FCN (two transformers in parallel, their
-outputs concatenated into 4 channels) with affine, projective or 16-point TPS transformers, each trained by the
-training engine with the Table 1 recipe in ``<runs-dir>/<model>`` (skipped when finished, resumed when
-interrupted). ``stn reproduce addition`` writes ``addition.md`` (test error beside the paper's), ``results.json``
-and, for every transformer model, ``transformers-<model>.png``: the two input channels and every output channel
-of its transformer(s), the paper's Table 4 (right). The ``quick`` budget is far too short for this task, whose
-models start at the chance level (about 90% error): it checks the pipeline; ``paper`` trains 150,000 steps of
-256 (for a GPU). Our runs: docs/reproductions.md.
+ST-FCN (one transformer that sees and warps both channels) and 2xST-FCN (two transformers in parallel, their outputs
+concatenated into 4 channels) with affine, projective or 16-point TPS transformers, each trained by the training
+engine with the Table 1 recipe in ``<runs-dir>/<model>/seed<k>`` for each of ``--seeds`` (skipped when finished,
+resumed when interrupted), the last ``--validation`` training digits held out (10,000 by default, as Table 1's).
+``stn reproduce addition`` writes ``addition.md`` (test error, mean ± sd over the seeds, beside the paper's, and
+each seed's validation error), ``results.json`` and, for every transformer model, ``transformers-<model>.png``: the
+two input channels and every output channel of its transformer(s) for the seed that ships (the lowest validation
+error), the paper's Table 4 (right). The ``quick`` budget is far too short for this task, whose models start at the
+chance level (about 90% error): it checks the pipeline; ``paper`` trains 150,000 steps of 256 (for a GPU). Our runs:
+docs/reproductions.md.
 
 Example (shell)::
 
     stn reproduce addition --budget quick --models fcn cnn 2xst-fcn-aff --data-dir ~/data/mnist
+    stn reproduce addition --budget paper --models 2xst-fcn-tps --seeds 3 --data-dir ~/data/mnist
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
+from torch import nn
+from torch.utils.data import Dataset
 
-from stn.data.specs import distorted_mnist_spec
+from stn.data import VALIDATION_SIZE
+from stn.data.specs import build, distorted_mnist_spec
+from stn.engine.batches import first_samples
 from stn.engine.config import Preset
-from stn.engine.options import add_standardize_option, chosen_model_options, positive_int
+from stn.engine.options import (
+    add_seeds_option,
+    add_standardize_option,
+    add_validation_option,
+    chosen_model_options,
+    positive_int,
+    seed_list,
+)
 from stn.engine.rundir import read_summary
-from stn.engine.trainer import Trainer
-from stn.experiments._common import add_common_arguments, config_from_args, make_trainer, train_run
+from stn.experiments._common import add_common_arguments, config_from_args, make_trainer, trained_model
+from stn.experiments.selection import choose_by_validation, has_validation, mean_sd
 from stn.io import markdown_table, write_report
 from stn.modules.diagnostics import capture_transformers
 
@@ -62,12 +78,15 @@ _COLUMNS = {
     "model": "{label}",
     "name": "{name}",
     "params": "{params}",
-    "test error (%)": "{test:.1f}",
+    "test error (%)": "{test}",
     "paper (%)": "{paper_error:.1f}",
+    "val error (%) per seed": "{val}",
+    "ships (seed)": "{shipped_seed}",
     "train error (%)": "{train:.1f}",
     "steps": "{steps}",
-    "train time (s)": "{time_s:.0f}",
+    "train time (s), per run": "{time_s:.0f}",
 }
+_TABLE_ONLY = ("test", "val", "train", "time_s")
 
 
 BUDGETS = {
@@ -91,18 +110,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-train", type=positive_int, help="override the budget's training samples per epoch")
     parser.add_argument("--num-test", type=positive_int, help="override the budget's number of test samples")
     add_standardize_option(parser)
+    add_seeds_option(parser)
+    add_validation_option(parser, VALIDATION_SIZE)
 
 
 @torch.no_grad()
-def plot_transformers(trainer: Trainer, path: str | Path, title: str) -> Path | None:
-    """The two input channels of a few test samples and every output channel of each transformer; None for a
-    model without one."""
-    images = trainer.eval_inputs(_FIGURE_SAMPLES)
-    captures = capture_transformers(trainer.model, images)
+def plot_transformers(model: nn.Module, data: Dataset, path: str | Path, title: str) -> Path | None:
+    """The two input channels of the first test samples of ``data`` and every output channel of each of
+    ``model``'s transformers; None for a model without one."""
+    images, labels = first_samples(data, _FIGURE_SAMPLES, next(model.parameters()).device)
+    captures = capture_transformers(model.eval(), images)
     if not captures:
         return None
     outputs = next(iter(captures.values())).outputs.cpu()  # (B, N, C, h, w)
-    labels = [int(trainer.eval_data[i][1]) for i in range(len(images))]
     rows = [(f"input ch{c + 1}", images[:, c].cpu()) for c in range(images.shape[1])]
     n = outputs.shape[1]
     rows += [
@@ -112,52 +132,93 @@ def plot_transformers(trainer: Trainer, path: str | Path, title: str) -> Path | 
     ]
     from stn.viz import plot_image_rows  # here: matplotlib stays out of the command line's start-up
 
-    return plot_image_rows(rows, path, title=f"{title}: test samples with sums {labels}")
+    return plot_image_rows(rows, path, title=f"{title}: test samples with sums {labels.tolist()}")
+
+
+def _cell(label: str, name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row of the table: the model's runs over seeds, their mean ± sd and the seed that ships (chosen on
+    validation error, never on test error; None when the runs held no validation digits out)."""
+    validated = all(has_validation(r) for r in runs)
+    errors = [100 * r["test_error"] for r in runs]
+    return {
+        "label": label,
+        "name": name,
+        "paper_error": PAPER[label],
+        "seeds": [r["seed"] for r in runs],
+        "test_error": statistics.mean(errors) / 100,
+        "test_error_sd": statistics.stdev(errors) / 100 if len(errors) > 1 else None,
+        "shipped_seed": choose_by_validation(runs)["seed"] if validated else None,
+        "runs": runs,
+        # for the table
+        "test": mean_sd(errors, 1),
+        "val": " / ".join(f"{100 * r['val_error']:.1f}" for r in runs) if validated else "—",
+        "train": statistics.mean(100 * r["train_error"] for r in runs),
+        "params": runs[0]["params"],
+        "steps": runs[0]["steps"],
+        "time_s": statistics.mean(r["time_s"] for r in runs),
+    }
 
 
 def run(args: argparse.Namespace) -> int:
-    """Train the selected models; write ``<out>/addition.md``, ``results.json`` and the transformer figures."""
+    """Train the selected models over the seeds; write ``<out>/addition.md``, ``results.json`` and the transformer
+    figures (of each model's shipped seed). Returns 0, or 128 + the signal that interrupted a run."""
     budget = BUDGETS[args.budget]
-    config = config_from_args(BUDGETS, args)
     data = {k: budget.data[k] if getattr(args, k) is None else getattr(args, k) for k in ("num_train", "num_test")}
-    spec = distorted_mnist_spec("addition", seed=config.seed, **data)
+    validation = args.validation or None
     chosen = chosen_model_options(args)
-    options = {"resume": True, "progress": not args.quiet, "data_dir": args.data_dir, "model_options": chosen, **data}
-    summaries = {}
+    options = {"resume": True, "progress": not args.quiet, "data_dir": args.data_dir, "model_options": chosen}
+    cells, test_data = {}, None
     for key in args.models:
         label, name = MODELS[key]
-        run_dir = Path(args.runs_dir) / key
-        make = partial(make_trainer, "addition", name, config, run_dir, **options)
-        trained = train_run(label, run_dir, config, spec, make, chosen)
-        if isinstance(trained, int):
-            return trained
-        if trained is not None:
-            plot_transformers(trained, Path(args.out) / f"transformers-{key}.png", label)
-        summaries[key] = read_summary(run_dir) if trained is None else trained.summary
-    results = {MODELS[k][0]: {**s, "paper_error": PAPER[MODELS[k][0]]} for k, s in summaries.items()}
-    rows = [
-        {"label": label, "name": MODELS[key][1], **r, "test": 100 * r["test_error"], "train": 100 * r["train_error"]}
-        for key, (label, r) in zip(summaries, results.items())
-    ]
-    first = next(iter(summaries.values()))
+        runs, models = [], {}
+        for seed in seed_list(args):
+            config = config_from_args(BUDGETS, args, seed=seed)
+            spec = distorted_mnist_spec("addition", seed=seed, validation=validation, root=args.data_dir, **data)
+            run_dir = Path(args.runs_dir) / key / f"seed{seed}"
+            make = partial(make_trainer, "addition", name, config, run_dir, validation=validation, **data, **options)
+            model = trained_model(f"{label} seed {seed}", run_dir, config, spec, make, chosen)
+            if isinstance(model, int):
+                return model
+            if model is None:  # another process of a data-parallel run: the main one writes the results
+                return 0
+            runs.append(read_summary(run_dir))
+            models[seed] = model
+        cells[key] = _cell(label, name, runs)
+        shipped = cells[key]["shipped_seed"]
+        test_data = test_data or build(spec, "test")  # the same digits for every seed and model
+        plot_transformers(
+            models[runs[0]["seed"] if shipped is None else shipped],
+            test_data,
+            Path(args.out) / f"transformers-{key}.png",
+            label if shipped is None else f"{label} (seed {shipped})",
+        )
+    first = cells[args.models[0]]["runs"][0]
+    config = config_from_args(BUDGETS, args)
+    held_out = (
+        f"; the last {validation:,} training digits held out as validation, the seed that ships chosen on them"
+        if validation
+        else "; no validation digits held out (--validation 0)"
+    )
     text = (
         "# MNIST addition (appendix, Table 4)\n\n"
         f"Two 42x42 RTS digits as two channels, 19 classes (the sum). Budget `{args.budget}`: {config.iterations} "
         f"steps of {config.batch_size} at learning rate {config.lr} on {first['train_samples']} training samples per "
         f"epoch (fresh distortions and partners each epoch), {first['test_samples']} test samples, MNIST source "
-        f"`{first['source']}`, seed {config.seed}"
+        f"`{first['source']}`, seeds {', '.join(map(str, seed_list(args)))}{held_out}"
         + (
             ", inputs standardised for the localisation nets and the classifier (not the paper's)"
             * chosen["standardize"]
         )
-        + ". Always predicting the most frequent sum (9) gives 90% error.\n\n"
-        f"{markdown_table(rows, _COLUMNS)}\n"
+        + ". Test error: mean ± sd over the seeds. Always predicting the most frequent sum (9) gives 90% error.\n\n"
+        f"{markdown_table(list(cells.values()), _COLUMNS)}\n"
         + "".join(
             f"![{MODELS[k][0]}](transformers-{k}.png)\n"
-            for k in summaries
+            for k in cells
             if (Path(args.out) / f"transformers-{k}.png").is_file()
         )
     )
-    record = {"budget": args.budget, **config.to_dict(), **data, **chosen, "results": results}
-    print(f"wrote {write_report(args.out, 'addition', text, record)}")
+    results = {c["label"]: {k: v for k, v in c.items() if k not in _TABLE_ONLY} for c in cells.values()}
+    record = {"budget": args.budget, **config.to_dict(), **data, "validation": validation, **chosen}
+    record["seeds"] = seed_list(args)
+    print(f"wrote {write_report(args.out, 'addition', text, {**record, 'results': results})}")
     return 0

@@ -13,12 +13,27 @@ Example:
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["VALIDATION_KEY", "best_mean_validation", "choose_by_validation", "has_validation"]
+__all__ = ["VALIDATION_KEY", "best_mean_validation", "choose_by_validation", "has_validation", "mean_sd"]
 
 VALIDATION_KEY = "val_error"  # the last epoch's validation error, as the Trainer writes it in summary.json
+
+
+def mean_sd(values: Sequence[float], digits: int = 2) -> str:
+    """How a cell over seeds is reported: ``"mean ± sd"`` (the sample sd), one value alone, ``"—"`` for none.
+
+    Example:
+        >>> mean_sd([1.0, 1.5, 2.0]), mean_sd([0.714]), mean_sd([])
+        ('1.50 ± 0.50', '0.71', '—')
+    """
+    if not values:
+        return "—"
+    if len(values) == 1:
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def has_validation(summary: Mapping[str, Any]) -> bool:

@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from stn.engine.options import output_folder
+from stn.experiments.selection import mean_sd
 from stn.experiments.table1 import MODELS, PAPER, VARIANTS
 
 __all__ = ["Cell", "add_arguments", "collect_cells", "run", "write_summary"]
@@ -190,10 +191,6 @@ def collect_cells(results: str | os.PathLike) -> list[Cell]:
     return cells
 
 
-def _error_text(cell: Cell) -> str:
-    return f"{cell.mean:.2f}" if cell.sd is None else f"{cell.mean:.2f} ± {cell.sd:.2f}"
-
-
 def _budget_text(cell: Cell) -> str:
     if cell.epochs is None:
         return f"{cell.steps:,} steps"
@@ -230,7 +227,7 @@ def write_summary(results: str | os.PathLike, out: str | os.PathLike, command: s
         star = "*" if c.variant == "tc" and c.model.startswith("st-") else ""
         ratio = f"{c.mean / c.paper:.2f}x"
         rows.append(
-            [c.variant.upper(), MODELS[c.model], f"{c.paper}{star}", _error_text(c), len(c.seeds), _budget_text(c),
+            [c.variant.upper(), MODELS[c.model], f"{c.paper}{star}", mean_sd(c.errors), len(c.seeds), _budget_text(c),
              ratio, _link(c, out)]
         )  # fmt: skip
     within = sum(c.mean <= 1.5 * c.paper for c in cells)

@@ -32,15 +32,17 @@ from stn.data import VALIDATION_SIZE
 from stn.engine.config import Preset
 from stn.engine.options import (
     add_data_options,
+    add_seeds_option,
     add_standardize_option,
     add_validation_option,
     chosen_model_options,
     flag_for,
     name_list,
     positive_int,
+    seed_list,
 )
 from stn.experiments._common import add_common_arguments, config_from_args, make_trainer, train_run
-from stn.experiments.selection import choose_by_validation, has_validation
+from stn.experiments.selection import choose_by_validation, has_validation, mean_sd
 from stn.io import markdown_table, write_report
 
 __all__ = [
@@ -164,12 +166,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"comma-separated models: {','.join(MODELS)} or all (default all: these eight); not in the paper, "
         f"and not in all: {','.join(COMPOSITIONAL)} (θ refined over 4 steps, Lin & Lucey 2017)",
     )
-    parser.add_argument(
-        "--seeds",
-        type=positive_int,
-        default=1,
-        help="runs per cell, with seeds S..S+N-1 where S is --seed (default 1 run, seed 0)",
-    )
+    add_seeds_option(parser)
     add_common_arguments(parser, BUDGETS, None, mnist=False)
     parser.add_argument("--num-train", type=positive_int, default=None, help="train on a fixed subset of N digits")
     parser.add_argument("--num-test", type=positive_int, default=None, help="test on a fixed subset of N digits")
@@ -201,15 +198,6 @@ def _summaries(out: Path, variant: str, model: str) -> list[dict[str, Any]]:
     return sorted(found, key=lambda s: s["seed"])
 
 
-def _error_cell(summaries: list[dict[str, Any]]) -> str:
-    errors = [100 * s["test_error"] for s in summaries]
-    if not errors:
-        return "—"
-    if len(errors) == 1:
-        return f"{errors[0]:.2f}"
-    return f"{statistics.mean(errors):.2f} ± {statistics.stdev(errors):.2f}"
-
-
 def write_table(out: Path, variants: list[str]) -> Path:
     """Write ``table1.md`` and ``table1.csv`` in ``out`` from the runs found there; returns the Markdown path.
 
@@ -233,7 +221,7 @@ def write_table(out: Path, variants: list[str]) -> Path:
             found = _summaries(out, variant, model)
             paper = PAPER.get(model, {}).get(variant)
             star = "*" if variant == "tc" and model.startswith("st-") else ""
-            row += ["—" if paper is None else f"{paper}{star}", _error_cell(found)]
+            row += ["—" if paper is None else f"{paper}{star}", mean_sd([100 * s["test_error"] for s in found])]
             if found and paper is not None:
                 compared += 1
                 worse += statistics.mean(100 * s["test_error"] for s in found) > paper
@@ -335,8 +323,7 @@ def run(args: argparse.Namespace) -> int:
 
     out = Path(args.out or f"runs/table1-{args.budget}")
     models = [m for m in RUN_ORDER if m in args.models]
-    first = args.seed or 0
-    jobs = [(v, m, s) for v in args.data for m in models for s in range(first, first + args.seeds)]
+    jobs = [(v, m, s) for v in args.data for m in models for s in seed_list(args)]
     options = chosen_model_options(args)
     command = _command(args)
     started = time.perf_counter()
