@@ -105,6 +105,8 @@ def test_posed_volumes_hold_the_last_training_digits_out_as_a_fixed_validation_s
     other_seed = build(volume_spec(seed=4, root=str(tiny_mnist), validation=24), "val")
     torch.testing.assert_close(val.poses(0), other_seed.poses(0))  # ...and for every seed
     assert not torch.equal(val.poses(0), test.poses(0)[:24])
+    first = build(volume_spec(seed=3, root=str(tiny_mnist), validation=24, num_val=5), "val")
+    assert torch.equal(first.images, val.images[:5]) and torch.equal(first.poses(0), first.poses(3))
     with pytest.raises(ValueError, match="holds no validation digits out"):
         build({**spec, "validation": None}, "val")
     with pytest.raises(ValueError, match="needs validation"):

@@ -113,7 +113,7 @@ def test_seeds_train_apart_on_the_same_validation_digits_and_the_table_gives_mea
 ) -> None:
     assert volume3d.run(parse(*tiny_args(tiny_mnist, tmp_path, "3d", "--seeds", "2"))) == 0
     record = json.loads((tmp_path / "3d" / "results.json").read_text())
-    assert record["seeds"] == [0, 1] and record["validation"] == 24
+    assert record["seeds"] == [0, 1] and record["validation"] == 24 and record["num_val"] == 500
     table = (tmp_path / "3d" / "3d.md").read_text()
     for r in record["results"]:
         summaries = [
@@ -125,4 +125,5 @@ def test_seeds_train_apart_on_the_same_validation_digits_and_the_table_gives_mea
         assert r["test_error_sd"] == pytest.approx(statistics.stdev(r["test_errors"]))
         assert r["shipped_seed"] == min(summaries, key=lambda s: (s["val_error"], s["seed"]))["seed"]
         assert summaries[0]["data"]["validation"] == summaries[1]["data"]["validation"] == 24
+        assert summaries[0]["val_samples"] == 24  # the quick budget scores at most 500 of them
         assert f"| {statistics.mean(r['test_errors']):.2f} ± {statistics.stdev(r['test_errors']):.2f} |" in table

@@ -133,10 +133,12 @@ def volume_spec(
     max_translation: float = 0.2,
     root: str | None = None,
     validation: int | None = None,
+    num_val: int | None = None,
 ) -> dict[str, Any]:
     """The spec of a 3-D run: the first ``num_*`` MNIST digits of each split (None: all) in poses drawn with
     :func:`stn.data.volumes.random_poses`; ``root``: where MNIST is (None: the default search); ``validation``: how
-    many training digits (the last ones) are held out as the validation split, as :func:`distorted_mnist_spec`'s."""
+    many training digits (the last ones) are held out as the validation split, as :func:`distorted_mnist_spec`'s;
+    ``num_val``: score only the first that many of them (volumes are costly to make and score every epoch)."""
     spec = {
         "kind": "posed-volumes",
         "seed": seed,
@@ -146,7 +148,7 @@ def volume_spec(
         "max_translation": max_translation,
         "root": _absolute(root),
     }
-    return spec if validation is None else {**spec, "validation": validation}
+    return spec if validation is None else {**spec, "validation": validation, "num_val": num_val}
 
 
 def _distorted_mnist(spec: Mapping[str, Any], split: str) -> Dataset:
@@ -189,13 +191,12 @@ def _posed_volumes(spec: Mapping[str, Any], split: str) -> Dataset:
     from stn.data import load_mnist
     from stn.data.volumes import PosedVolumes
 
-    train = split == "train"
     return PosedVolumes(
         load_mnist(spec.get("root"), "test" if split == "test" else "train"),
         split=split,
         validation=None if split == "test" else spec.get("validation"),
-        seed=spec["seed"] if train else TEST_SEED,
-        num_samples={"train": spec.get("num_train"), "test": spec.get("num_test")}.get(split),  # val: all held out
+        seed=spec["seed"] if split == "train" else TEST_SEED,
+        num_samples=spec.get(f"num_{split}"),
         max_angle=spec["max_angle"],
         max_translation=spec["max_translation"],
     )

@@ -72,12 +72,12 @@ BUDGETS = {
     "quick": Preset(
         "a first look: minutes on a 2-core CPU",
         {"iterations": 350, "batch_size": 32, "lr": 0.03, **_RECIPE},
-        {"num_test": 500},
+        {"num_test": 500, "num_val": 500},
     ),
     "paper": Preset(
         "as long as Table 1 (150,000 steps of 256), for a GPU",
         {"iterations": 150_000, "batch_size": 256, **_RECIPE},
-        {"num_test": None},
+        {"num_test": None, "num_val": None},
     ),
 }
 
@@ -87,6 +87,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser, BUDGETS, "results/3d", runs="runs/3d")
     parser.add_argument("--num-train", type=positive_int, help="train on the first N digits (default all)")
     parser.add_argument("--num-test", type=positive_int, help="override the budget's number of test digits")
+    parser.add_argument(
+        "--num-val",
+        type=positive_int,
+        help="score the first N validation digits every epoch (default: quick 500, paper all those held out)",
+    )
     parser.add_argument("--max-angle", type=float, default=45.0, help="rotation range per axis, degrees")
     parser.add_argument("--max-translation", type=float, default=0.2, help="translation range, normalised units")
     add_seeds_option(parser)
@@ -145,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
     ``projections.png`` (of each model's shipped seed). Returns 0, or 128 + the signal that interrupted a run."""
     budget = BUDGETS[args.budget]
     num_test = budget.num_test if args.num_test is None else args.num_test
+    num_val = budget.num_val if args.num_val is None else args.num_val
     poses = {"max_angle": args.max_angle, "max_translation": args.max_translation}
     data = {"num_train": args.num_train, "num_test": num_test, "root": args.data_dir, **poses}
     validation = args.validation or None
@@ -153,7 +159,7 @@ def run(args: argparse.Namespace) -> int:
         runs, models = [], {}
         for seed in seed_list(args):
             config = config_from_args(BUDGETS, args, seed=seed)
-            spec = volume_spec(seed=seed, validation=validation, **data)
+            spec = volume_spec(seed=seed, validation=validation, num_val=num_val, **data)
             run_dir = Path(args.runs_dir) / name / f"seed{seed}"
             make = partial(make_trainer, name, config, spec, run_dir, not args.quiet)
             model = trained_model(f"{name} seed {seed}", run_dir, config, spec, make)
@@ -173,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
         "seeds": seed_list(args),
         "validation": validation,
         "num_test": num_test,
+        "num_val": num_val if validation else None,
         **poses,
         "device": str(next(shown[_BASELINE].parameters()).device),
         "train_digits": summary["train_samples"],
