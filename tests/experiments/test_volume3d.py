@@ -127,3 +127,16 @@ def test_seeds_train_apart_on_the_same_validation_digits_and_the_table_gives_mea
         assert summaries[0]["data"]["validation"] == summaries[1]["data"]["validation"] == 24
         assert summaries[0]["val_samples"] == 24  # the quick budget scores at most 500 of them
         assert f"| {statistics.mean(r['test_errors']):.2f} ± {statistics.stdev(r['test_errors']):.2f} |" in table
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--max-angle", "nan"), ("--max-angle", "-5"), ("--max-translation", "inf"), ("--seeds", "0")]
+)
+def test_bad_pose_ranges_and_seed_counts_are_one_clear_line(
+    flag: str, value: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["reproduce", "3d", flag, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"argument {flag}: expected" in err and repr(value) in err

@@ -11,6 +11,8 @@ epoch of 60x60x60 volumes would not fit in memory).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 
@@ -79,8 +81,8 @@ def random_poses(
         ``angle`` ``(n, 3)`` degrees about x, y, z, ``translation`` ``(n, 3)`` normalised, and ``theta``
         ``(n, 12)`` = ``[R | t]`` row-major, the affine3d θ (target -> source) that poses a canonical volume.
     """
-    if max_angle < 0 or max_translation < 0:
-        raise ValueError(f"max_angle and max_translation must be >= 0, got {max_angle}, {max_translation}")
+    if not (math.isfinite(max_angle) and math.isfinite(max_translation) and max_angle >= 0 and max_translation >= 0):
+        raise ValueError(f"max_angle and max_translation must be finite and >= 0, got {max_angle}, {max_translation}")
     angle = (torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1) * max_angle
     translation = (torch.rand(n, 3, generator=generator, dtype=torch.float64) * 2 - 1) * max_translation
     theta = torch.cat([rotation_matrix(angle), translation.unsqueeze(-1)], dim=2).reshape(n, 12)

@@ -68,6 +68,8 @@ RULES: dict[str, tuple[type, Callable[[Any], bool], str]] = {
     "clip_grad_norm": (float, lambda v: v > 0, "a finite number > 0"),
     "lr_milestone": (float, lambda v: 0 < v < 1, "a fraction of training in (0, 1)"),
     "warmup": (float, lambda v: 0 <= v < 1, "a fraction of training in [0, 1)"),
+    "max_angle": (float, lambda v: 0 <= v <= 180, "an angle in degrees in [0, 180]"),
+    "max_translation": (float, lambda v: 0 <= v <= 1, "in [0, 1] (a fraction of the volume's half-width)"),
 }
 
 

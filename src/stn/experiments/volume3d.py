@@ -35,7 +35,7 @@ from stn.data.specs import build, volume_spec
 from stn.data.volumes import PosedVolumes
 from stn.engine.callbacks import default_callbacks
 from stn.engine.config import Preset, TrainConfig
-from stn.engine.options import add_seeds_option, add_validation_option, positive_int, seed_list
+from stn.engine.options import add_seeds_option, add_validation_option, option_type, positive_int, seed_list
 from stn.engine.rundir import read_summary
 from stn.engine.tasks import ClassificationTask
 from stn.engine.trainer import Trainer
@@ -92,8 +92,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         help="score the first N validation digits every epoch (default: quick 500, paper all those held out)",
     )
-    parser.add_argument("--max-angle", type=float, default=45.0, help="rotation range per axis, degrees")
-    parser.add_argument("--max-translation", type=float, default=0.2, help="translation range, normalised units")
+    parser.add_argument(
+        "--max-angle", type=option_type("max_angle"), default=45.0, help="rotation range per axis, degrees (default 45)"
+    )
+    parser.add_argument(
+        "--max-translation",
+        type=option_type("max_translation"),
+        default=0.2,
+        help="translation range per axis, normalised units (default 0.2)",
+    )
     add_seeds_option(parser)
     add_validation_option(parser, VALIDATION_SIZE)
 
