@@ -49,3 +49,22 @@ def test_the_readme_table1_at_a_glance_is_the_generated_summary() -> None:
     start = readme.index(generated[0])
     assert readme[start : start + len(generated)] == generated
     assert readme[start + len(generated)] == ""  # nothing of another table run on into it
+
+
+def test_the_readme_gives_every_shipped_entry_the_test_error_it_was_published_with() -> None:
+    """Each `stn eval --pretrained NAME:TAG --data TAG` line of the README names the error that entry's manifest
+    records (scripts/publish_pretrained.py scored it on the official test split and refused a mismatch with its
+    run), and every shipped entry has such a line."""
+    from stn.models import list_pretrained
+    from stn.models.pretrained import read_manifest
+
+    text = (ROOT / "README.md").read_text()
+    lines = re.findall(r"^stn eval --pretrained (\S+):(\S+) --data (\S+) .*# error (\d+\.\d\d)%", text, re.M)
+    manifest = read_manifest()
+    named = {}
+    for model, tag, data, error in lines:
+        assert data == tag, (model, tag, data)
+        named[f"{model}.{tag}"] = error
+    assert sorted(named) == list_pretrained()
+    for name, error in named.items():
+        assert error == f"{100 * manifest[name]['test_error']:.2f}", name

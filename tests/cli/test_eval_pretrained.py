@@ -11,7 +11,7 @@ import torch
 
 from stn.cli import main
 from stn.engine.checkpoint import load_checkpoint, save_checkpoint
-from stn.models import create_model
+from stn.models import create_model, list_pretrained
 from stn.models import pretrained as pt
 from stn.models.pretrained import pretrained_entry, read_manifest
 
@@ -25,14 +25,16 @@ def _publisher():
     return module
 
 
+@pytest.mark.parametrize("name", list_pretrained())
 def test_eval_pretrained_on_the_fixed_subset_gives_the_stored_numbers(
-    shared_data: Path, capsys, assert_recorded_subset
+    name: str, shared_data: Path, capsys, assert_recorded_subset
 ) -> None:
-    entry = pretrained_entry("st-cnn-aff", "rts")
+    model, tag = name.rsplit(".", 1)
+    entry = pretrained_entry(model, tag)
     mnist = str(shared_data / "mnist")
-    assert main(["eval", "--pretrained", "st-cnn-aff:rts", "--num-test", "500", "--data-dir", mnist, "--json"]) == 0
+    assert main(["eval", "--pretrained", f"{model}:{tag}", "--num-test", "500", "--data-dir", mnist, "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
-    assert result["pretrained"] == "st-cnn-aff.rts" and result["test_samples"] == 500 and result["data"] == "rts"
+    assert result["pretrained"] == name and result["test_samples"] == 500 and result["data"] == tag
     assert_recorded_subset({"loss": result["test_loss"], "error": result["test_error"]}, entry)
 
 

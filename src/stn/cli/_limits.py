@@ -32,6 +32,7 @@ LIMITS: dict[str, tuple[int, str]] = {
     "--batch-size": (16_384, "a batch and its activations are held in memory at once"),
     "--num-train": (240_000, "4x MNIST's 60,000 training digits; an epoch's samples are generated and held in memory"),
     "--num-test": (10_000, "MNIST's test split holds 10,000 digits; the test set is held in memory"),
+    "--num-val": (59_999, "validation digits are held out of MNIST's 60,000 training digits"),
     "--num-workers": (64, "each data-loading worker is a process with its own copy of the dataset"),
     "--target-params": (20_000_000, "the model is held in memory with its gradients and optimiser state"),
     "--num-images": (500, "the crop search embeds every candidate crop of 2 x N images per class"),
