@@ -179,10 +179,12 @@ def run(args: argparse.Namespace) -> int:
             model = trained_model(f"{label} seed {seed}", run_dir, config, spec, make, chosen)
             if isinstance(model, int):
                 return model
-            if model is None:  # another process of a data-parallel run: the main one writes the results
-                return 0
+            if model is None:  # another process of a data-parallel run: it trains, the main one reports
+                continue
             runs.append(read_summary(run_dir))
             models[seed] = model
+        if not models:
+            continue
         cells[key] = _cell(label, name, runs)
         shipped = cells[key]["shipped_seed"]
         test_data = test_data or build(spec, "test")  # the same digits for every seed and model
@@ -192,6 +194,8 @@ def run(args: argparse.Namespace) -> int:
             Path(args.out) / f"transformers-{key}.png",
             label if shipped is None else f"{label} (seed {shipped})",
         )
+    if not cells:
+        return 0
     first = cells[args.models[0]]["runs"][0]
     config = config_from_args(BUDGETS, args)
     held_out = (

@@ -172,13 +172,17 @@ def run(args: argparse.Namespace) -> int:
             model = trained_model(f"{name} seed {seed}", run_dir, config, spec, make)
             if isinstance(model, int):
                 return model
-            if model is None:  # another process of a data-parallel run: the main one writes the results
-                return 0
+            if model is None:  # another process of a data-parallel run: it trains, the main one reports
+                continue
             models[seed] = model
             runs.append(read_summary(run_dir))
+        if not models:
+            continue
         results.append(_row(row, name, runs, config.batch_size))
         shipped = results[-1]["shipped_seed"]
         shown[row] = models[runs[0]["seed"] if shipped is None else shipped]
+    if not results:
+        return 0
     summary = runs[0]
     meta = {
         "budget": args.budget,
