@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -113,14 +114,9 @@ def test_seeds_give_mean_and_sd_and_the_seed_with_the_lowest_validation_error_sh
 
 
 def test_the_other_processes_of_a_data_parallel_run_train_every_model_and_seed(
-    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_mnist: Path, tmp_path: Path, as_a_non_main_process: Callable
 ) -> None:
-    trained = []
-
-    def not_the_main_process(label: str, *args: object, **kwargs: object) -> None:
-        trained.append(label)  # a process other than the main one gets None back after training
-
-    monkeypatch.setattr(addition, "trained_model", not_the_main_process)
+    trained = as_a_non_main_process(addition)
     assert addition.run(_args(tiny_mnist, tmp_path, "fcn", "st-fcn-aff", "--seeds", "2")) == 0
     assert trained == ["FCN seed 0", "FCN seed 1", "ST-FCN Aff seed 0", "ST-FCN Aff seed 1"]
     assert not (tmp_path / "out").exists()  # the main process writes the results

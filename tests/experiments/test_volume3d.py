@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import statistics
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -143,14 +144,9 @@ def test_bad_pose_ranges_and_seed_counts_are_one_clear_line(
 
 
 def test_the_other_processes_of_a_data_parallel_run_train_every_model_and_seed(
-    tiny_mnist: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_mnist: Path, tmp_path: Path, as_a_non_main_process: Callable
 ) -> None:
-    trained = []
-
-    def not_the_main_process(label: str, *args: object, **kwargs: object) -> None:
-        trained.append(label)  # a process other than the main one gets None back after training
-
-    monkeypatch.setattr(volume3d, "trained_model", not_the_main_process)
+    trained = as_a_non_main_process(volume3d)
     assert volume3d.run(parse(*tiny_args(tiny_mnist, tmp_path, "3d", "--seeds", "2"))) == 0
     assert trained == ["volume-cnn seed 0", "volume-cnn seed 1", "volume-st seed 0", "volume-st seed 1"]
     assert not (tmp_path / "3d").exists()  # the main process writes the results
