@@ -45,7 +45,7 @@ from stn.engine.options import (
 )
 from stn.engine.rundir import read_summary
 from stn.experiments._common import add_common_arguments, config_from_args, make_trainer, trained_model
-from stn.experiments.selection import choose_by_validation, has_validation, mean_sd
+from stn.experiments.selection import mean_sd, seed_cell
 from stn.io import markdown_table, write_report
 from stn.modules.diagnostics import capture_transformers
 
@@ -136,22 +136,22 @@ def plot_transformers(model: nn.Module, data: Dataset, path: str | Path, title: 
 
 
 def _cell(label: str, name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """One row of the table: the model's runs over seeds, their mean ± sd and the seed that ships (chosen on
-    validation error, never on test error; None when the runs held no validation digits out)."""
-    validated = all(has_validation(r) for r in runs)
-    errors = [100 * r["test_error"] for r in runs]
+    """One row of the table: the model's runs over seeds (:func:`~stn.experiments.selection.seed_cell`: their mean ±
+    sd and the seed that ships, chosen on validation error), errors kept as fractions like the runs' summaries."""
+    cell = seed_cell(runs)
+    sd = cell["test_error_sd"]
     return {
         "label": label,
         "name": name,
         "paper_error": PAPER[label],
-        "seeds": [r["seed"] for r in runs],
-        "test_error": statistics.mean(errors) / 100,
-        "test_error_sd": statistics.stdev(errors) / 100 if len(errors) > 1 else None,
-        "shipped_seed": choose_by_validation(runs)["seed"] if validated else None,
+        "seeds": cell["seeds"],
+        "test_error": cell["test_error"] / 100,
+        "test_error_sd": None if sd is None else sd / 100,
+        "shipped_seed": cell["shipped_seed"],
         "runs": runs,
         # for the table
-        "test": mean_sd(errors, 1),
-        "val": " / ".join(f"{100 * r['val_error']:.1f}" for r in runs) if validated else "—",
+        "test": mean_sd(cell["test_errors"], 1),
+        "val": "—" if cell["val_errors"] is None else " / ".join(f"{e:.1f}" for e in cell["val_errors"]),
         "train": statistics.mean(100 * r["train_error"] for r in runs),
         "params": runs[0]["params"],
         "steps": runs[0]["steps"],

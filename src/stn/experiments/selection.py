@@ -17,7 +17,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["VALIDATION_KEY", "best_mean_validation", "choose_by_validation", "has_validation", "mean_sd"]
+__all__ = ["VALIDATION_KEY", "best_mean_validation", "choose_by_validation", "has_validation", "mean_sd", "seed_cell"]
 
 VALIDATION_KEY = "val_error"  # the last epoch's validation error, as the Trainer writes it in summary.json
 
@@ -59,6 +59,30 @@ def choose_by_validation(summaries: Sequence[Mapping[str, Any]], key: str = VALI
             "chosen on it (train with --validation)"
         )
     return min(summaries, key=lambda s: (s[key], s.get("seed", 0)))
+
+
+def seed_cell(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One model's runs over seeds (their ``summary.json``), as a reproduction's table reports them, in %:
+    ``seeds``, ``test_errors``, their ``test_error`` mean and ``test_error_sd`` (None for one seed), ``val_errors``
+    and the ``shipped_seed`` chosen on them by :func:`choose_by_validation` (both None when a run held no
+    validation digits out).
+
+    Example:
+        >>> runs = [{"seed": 0, "test_error": 0.02, "val_error": 0.03}, {"seed": 1, "test_error": 0.04, "val_error": 0}]
+        >>> cell = seed_cell(runs)
+        >>> cell["test_errors"], round(cell["test_error"], 6), cell["shipped_seed"]
+        ([2.0, 4.0], 3.0, 1)
+    """
+    errors = [100 * r["test_error"] for r in runs]
+    validated = all(has_validation(r) for r in runs)
+    return {
+        "seeds": [r["seed"] for r in runs],
+        "test_errors": errors,
+        "test_error": statistics.mean(errors),
+        "test_error_sd": statistics.stdev(errors) if len(errors) > 1 else None,
+        "val_errors": [100 * r[VALIDATION_KEY] for r in runs] if validated else None,
+        "shipped_seed": choose_by_validation(runs)["seed"] if validated else None,
+    }
 
 
 def best_mean_validation(

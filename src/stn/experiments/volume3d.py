@@ -45,7 +45,7 @@ from stn.experiments._common import (
     spec_trainer,
     trained_model,
 )
-from stn.experiments.selection import choose_by_validation, has_validation, mean_sd
+from stn.experiments.selection import mean_sd, seed_cell
 from stn.io import markdown_table, write_report
 from stn.models import create_model
 
@@ -135,19 +135,12 @@ def plot_projections(models: dict[str, nn.Module], data: PosedVolumes, path: str
 
 
 def _row(row: str, name: str, runs: list[dict[str, Any]], batch_size: int) -> dict[str, Any]:
-    """One model's line of the table: its runs over seeds, the mean ± sd of their test errors and the seed that
-    ships (the lowest validation error; None when the runs held no validation digits out)."""
-    errors = [100 * r["test_error"] for r in runs]
-    validated = all(has_validation(r) for r in runs)
+    """One model's line of the table: its runs over seeds (:func:`~stn.experiments.selection.seed_cell`: the mean ±
+    sd of their test errors and the seed that ships), its size and time."""
     return {
         "model": row,
         "name": name,
-        "seeds": [r["seed"] for r in runs],
-        "test_errors": errors,
-        "test_error": statistics.mean(errors),
-        "test_error_sd": statistics.stdev(errors) if len(errors) > 1 else None,
-        "val_errors": [100 * r["val_error"] for r in runs] if validated else None,
-        "shipped_seed": choose_by_validation(runs)["seed"] if validated else None,
+        **seed_cell(runs),
         "params": runs[0]["params"],
         # time in training steps (the volumes' generation and the evaluations not counted), per run
         "train_seconds": statistics.mean(r["steps"] * batch_size / r["images_per_s"] for r in runs),
