@@ -38,7 +38,7 @@ epoch, steps, images, training minutes, validation and test error), ``time_to_ac
 against training minutes, log scale) and ``time_to_accuracy.md`` (the time each network needs to reach 1.0% and
 0.8% validation error, or its error at the end of the budget, and whether stn is ahead at every evaluation).
 
-**Results** (``results/time-to-accuracy``, docs/benchmarks.md): on two idle Sapphire Rapids cores stn reached
+**Results** (``results/time-to-accuracy``, docs/benchmarks.md): on two idle Intel Xeon cores (AVX-512) stn reached
 0.8% validation error after 28.5 min of steps; the tutorial's network ended its 45 min at 1.88%. The full run takes
 about 90 minutes of two otherwise idle cores::
 
